@@ -1,0 +1,3 @@
+from lepton_nb.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,591 @@
+"""Data: loaders with validation, tf.data pipelines, augmentation, client partitioning.
+
+Every loader returns a :class:`Dataset` of float32 NHWC images in [0, 1] and int64 labels, after
+checking the file (existence, SHA-256 for the bundled sample) and the arrays (shape, dtype,
+finite pixels, label range, same classes in train and test). Problems raise :class:`DataError`
+naming the file and the fix, before any training starts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from lepton_nb.config import Augmentation
+
+if TYPE_CHECKING:  # pragma: no cover
+    import tensorflow as tf
+
+__all__ = [
+    "BUNDLED_SAMPLE",
+    "FASHION_MNIST_CLASSES",
+    "DataError",
+    "Dataset",
+    "load",
+    "load_idx_folder",
+    "load_medmnist",
+    "load_npz",
+    "partition",
+    "pipeline",
+    "read_idx",
+    "split_validation",
+    "stratified_subset",
+    "validate_arrays",
+]
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+BUNDLED_SAMPLE = DATA_DIR / "fashion_mnist_sample.npz"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+#: Where the full Fashion-MNIST idx files are looked for, in order (after a ``path=`` given).
+FULL_DATA_DIRS = (
+    Path("/usr/share/datasets/fashion-mnist"),
+    Path.home() / ".keras" / "datasets" / "fashion-mnist",
+)
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+MEDMNIST_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+class DataError(ValueError):
+    """A data file or array is unusable; the message names it and says how to fix it."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Images and labels of one data set, ready for Keras.
+
+    Attributes:
+        x_train, x_test: float32 arrays (N, H, W, C) in [0, 1].
+        y_train, y_test: int64 arrays (N,) in 0..num_classes-1.
+        class_names: one name per class, in label order.
+        name: a short identifier such as "fashion-mnist-sample".
+        source: where the arrays were read from.
+        x_val, y_val: a separate validation split when the source has one (MedMNIST).
+        horizontal_flip_ok: whether mirrored images keep their class (used by augmentation).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    name: str
+    source: str
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    horizontal_flip_ok: bool = False
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def class_counts(self, split: str = "train") -> np.ndarray:
+        """Examples per class in ``split`` ("train", "test" or "val"), shape (num_classes,)."""
+        labels = getattr(self, f"y_{split}")
+        return np.bincount(labels, minlength=self.num_classes)
+
+    def summary(self) -> dict:
+        """Sizes, shape and source, for tables and reports."""
+        out = {
+            "name": self.name,
+            "source": self.source,
+            "train": int(len(self.y_train)),
+            "test": int(len(self.y_test)),
+            "image_shape": list(self.input_shape),
+            "classes": self.num_classes,
+        }
+        if self.y_val is not None:
+            out["val"] = int(len(self.y_val))
+        return out
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (f"Dataset({s['name']!r}: {s['train']} train / {s['test']} test, "
+                f"{tuple(s['image_shape'])}, {s['classes']} classes, from {s['source']})")
+
+
+# ----------------------------------------------------------------------------------- validation
+
+
+def _as_images(x: np.ndarray, where: str) -> np.ndarray:
+    """uint8 or float (N, H, W[, C]) -> float32 (N, H, W, C) in [0, 1]."""
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise DataError(f"{where}: images must be (N, H, W) or (N, H, W, C) with N > 0, got shape {x.shape}")
+    if x.shape[-1] not in (1, 3):
+        raise DataError(f"{where}: images need 1 or 3 channels, got shape {x.shape}")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / 255.0
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"{where}: images must be uint8 (0..255) or float (0..1), got dtype {x.dtype}")
+    if not np.isfinite(x).all():
+        bad = int(np.size(x) - np.isfinite(x).sum())
+        raise DataError(f"{where}: {bad} pixel values are NaN or infinite; clean or drop those images")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0 or hi > 1:
+        raise DataError(f"{where}: float images must lie in [0, 1], found [{lo:g}, {hi:g}]; divide uint8 data by 255")
+    return x.astype(np.float32)
+
+
+def _as_labels(y: np.ndarray, n: int, num_classes: int, where: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:  # MedMNIST stores (n, 1)
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{where}: labels must be (N,) or (N, 1) integers, got shape {y.shape} "
+                        "(multi-label MedMNIST sets such as chestmnist are not supported)")
+    if len(y) != n:
+        raise DataError(f"{where}: {len(y)} labels for {n} images")
+    if not np.issubdtype(y.dtype, np.integer):
+        if np.issubdtype(y.dtype, np.floating) and np.isfinite(y).all() and (y == np.round(y)).all():
+            y = y.astype(np.int64)
+        else:
+            raise DataError(f"{where}: labels must be integers, got dtype {y.dtype}")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise DataError(f"{where}: labels must lie in 0..{num_classes - 1}, found {int(y.min())}..{int(y.max())}")
+    return y.astype(np.int64)
+
+
+def validate_arrays(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    num_classes: int,
+    where: str,
+    image_size: tuple[int, int] | None = (28, 28),
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Check and convert raw arrays; returns float32 NHWC images in [0, 1] and int64 labels.
+
+    Raises:
+        DataError: naming ``where`` and the problem (shape, dtype, NaN/inf, label range,
+            different class sets in train and test).
+    """
+    xs, ys = [], []
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        xi = _as_images(np.asarray(x), f"{where} [{split} images]")
+        if image_size is not None and xi.shape[1:3] != tuple(image_size):
+            raise DataError(f"{where} [{split} images]: expected {image_size[0]}x{image_size[1]} images, "
+                            f"got {xi.shape[1]}x{xi.shape[2]}; resize them or pass image_size=None")
+        xs.append(xi)
+        ys.append(_as_labels(y, len(xi), num_classes, f"{where} [{split} labels]"))
+    if xs[0].shape[1:] != xs[1].shape[1:]:
+        raise DataError(f"{where}: train images are {xs[0].shape[1:]} but test images are {xs[1].shape[1:]}")
+    train_classes, test_classes = set(np.unique(ys[0]).tolist()), set(np.unique(ys[1]).tolist())
+    if train_classes != test_classes:
+        raise DataError(
+            f"{where}: train and test have different classes (only in train: "
+            f"{sorted(train_classes - test_classes)}, only in test: {sorted(test_classes - train_classes)}); "
+            "metrics per class would be meaningless: re-split the data stratified by class"
+        )
+    return xs[0], ys[0], xs[1], ys[1]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _expected_sha256(path: Path) -> str:
+    sums = path.parent / "SHA256SUMS"
+    if not sums.exists():
+        raise DataError(f"{sums}: checksum file missing; restore it from git (git checkout -- data/)")
+    for line in sums.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].lstrip("*") == path.name:
+            return parts[0]
+    raise DataError(f"{sums}: no checksum listed for {path.name}")
+
+
+def _require_file(path: Path, what: str, fix: str) -> Path:
+    if not path.exists():
+        raise DataError(f"{path}: {what} not found; {fix}")
+    if not path.is_file():
+        raise DataError(f"{path}: {what} is not a file")
+    return path
+
+
+# -------------------------------------------------------------------------------------- loaders
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an idx file (optionally gzipped) of uint8 values, e.g. Fashion-MNIST's originals."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as err:
+            raise DataError(f"{path}: corrupt gzip stream ({err}); download the file again") from None
+    if len(raw) < 8 or raw[:3] != b"\x00\x00\x08":
+        raise DataError(f"{path}: not a uint8 idx file (header {raw[:4].hex()}); is it the right file?")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    expected = 4 + 4 * ndim + int(np.prod(dims))
+    if len(raw) != expected:
+        raise DataError(f"{path}: truncated or padded idx file ({len(raw)} bytes, header says {expected})")
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem + ".gz", stem):
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def load_idx_folder(folder: str | os.PathLike, *, class_names: Sequence[str] = FASHION_MNIST_CLASSES,
+                    name: str = "fashion-mnist") -> Dataset:
+    """Load the four (gzipped) idx files of an MNIST-style folder, validated."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found; pass the folder holding the four idx files")
+    arrays = {}
+    for key, stem in IDX_FILES.items():
+        found = _find_idx(folder, stem)
+        if found is None:
+            raise DataError(f"{folder / (stem + '.gz')}: idx file not found; the folder needs "
+                            f"{', '.join(s + '.gz' for s in IDX_FILES.values())}")
+        arrays[key] = read_idx(found)
+    x_tr, y_tr, x_te, y_te = validate_arrays(
+        arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+        num_classes=len(class_names), where=str(folder))
+    return Dataset(x_tr, y_tr, x_te, y_te, tuple(class_names), name, str(folder), horizontal_flip_ok=True)
+
+
+def _load_bundled(path: Path = BUNDLED_SAMPLE) -> Dataset:
+    _require_file(path, "bundled Fashion-MNIST sample",
+                  "restore it with 'git checkout -- data/' or rebuild it with 'python data/build_sample.py'")
+    expected, actual = _expected_sha256(path), _sha256(path)
+    if actual != expected:
+        raise DataError(f"{path}: checksum mismatch (sha256 {actual[:16]}..., expected {expected[:16]}...); "
+                        "the file is corrupted or was changed: restore it with 'git checkout -- data/' "
+                        "or rebuild it with 'python data/build_sample.py'")
+    with np.load(path, allow_pickle=False) as z:
+        x_tr, y_tr, x_te, y_te = validate_arrays(z["x_train"], z["y_train"], z["x_test"], z["y_test"],
+                                                 num_classes=10, where=str(path))
+    return Dataset(x_tr, y_tr, x_te, y_te, FASHION_MNIST_CLASSES, "fashion-mnist-sample", str(path),
+                   horizontal_flip_ok=True)
+
+
+def _load_full_fashion_mnist(path: str | os.PathLike | None) -> Dataset:
+    folders = [Path(path).expanduser()] if path else list(FULL_DATA_DIRS)
+    for folder in folders:
+        if folder.is_dir() and all(_find_idx(folder, s) for s in IDX_FILES.values()):
+            return load_idx_folder(folder)
+    if path:
+        return load_idx_folder(path)  # raises the precise DataError
+    try:  # Keras downloads into ~/.keras/datasets/fashion-mnist/ when the network allows
+        import tensorflow as tf
+
+        tf.keras.datasets.fashion_mnist.load_data()
+    except Exception as err:  # noqa: BLE001 - any download failure gets the same advice
+        raise DataError(
+            "full Fashion-MNIST: no idx files in " + ", ".join(map(str, FULL_DATA_DIRS))
+            + f" and the Keras download failed ({type(err).__name__}); on Debian/Ubuntu run "
+            "'apt-get install dataset-fashion-mnist', or pass path= a folder with the four idx files"
+        ) from None
+    return load_idx_folder(FULL_DATA_DIRS[1])
+
+
+def load_npz(path: str | os.PathLike, *, class_names: Sequence[str] | None = None,
+             name: str | None = None, image_size: tuple[int, int] | None = (28, 28)) -> Dataset:
+    """Load a MedMNIST-layout ``.npz``: ``{train,val,test}_{images,labels}``, labels (n, 1).
+
+    ``val_*`` is optional. Class names default to those the ``medmnist`` package lists for a file
+    named after its flag (e.g. ``bloodmnist.npz``), else "class 0", "class 1", ...
+    """
+    path = _require_file(Path(path).expanduser(), "MedMNIST .npz file",
+                         "check the path, or fetch it with lepton_nb.data.load_medmnist(flag)")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except Exception as err:  # noqa: BLE001 - numpy raises several types for a bad archive
+        raise DataError(f"{path}: not a readable .npz archive ({type(err).__name__}: {err})") from None
+    with z:
+        missing = [k for k in MEDMNIST_KEYS if k not in z.files]
+        if missing:
+            raise DataError(f"{path}: missing arrays {missing}; a MedMNIST .npz holds "
+                            f"{', '.join(MEDMNIST_KEYS)} (and optionally val_images, val_labels)")
+        arrays = {k: z[k] for k in z.files}
+    flag = name or path.stem.split("_")[0]
+    if class_names is None:
+        class_names = _medmnist_class_names(flag)
+    if class_names is None:
+        all_labels = np.concatenate([np.ravel(arrays["train_labels"]), np.ravel(arrays["test_labels"])])
+        if not np.issubdtype(all_labels.dtype, np.number) or not np.isfinite(all_labels).all():
+            raise DataError(f"{path}: labels must be finite integers")
+        class_names = [f"class {i}" for i in range(int(all_labels.max()) + 1)]
+    x_tr, y_tr, x_te, y_te = validate_arrays(arrays["train_images"], arrays["train_labels"],
+                                             arrays["test_images"], arrays["test_labels"],
+                                             num_classes=len(class_names), where=str(path),
+                                             image_size=image_size)
+    x_val = y_val = None
+    if "val_images" in arrays and "val_labels" in arrays:
+        x_val = _as_images(np.asarray(arrays["val_images"]), f"{path} [val images]")
+        y_val = _as_labels(arrays["val_labels"], len(x_val), len(class_names), f"{path} [val labels]")
+    return Dataset(x_tr, y_tr, x_te, y_te, tuple(class_names), flag, str(path), x_val=x_val, y_val=y_val,
+                   horizontal_flip_ok=flag in {"pathmnist", "bloodmnist", "dermamnist", "tissuemnist"})
+
+
+def _medmnist_class_names(flag: str) -> list[str] | None:
+    try:
+        from medmnist import INFO  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    info = INFO.get(flag)
+    if not info:
+        return None
+    labels = info["label"]
+    return [labels[str(i)] for i in range(len(labels))]
+
+
+def load_medmnist(flag: str, *, root: str | os.PathLike = "~/.medmnist", download: bool = True) -> Dataset:
+    """A named 28x28 MedMNIST set (e.g. "bloodmnist"): ``root/<flag>.npz``, fetched if missing.
+
+    Fetching needs the ``medmnist`` package (``pip install medmnist``) and a network.
+    """
+    root = Path(root).expanduser()
+    path = root / f"{flag}.npz"
+    if not path.exists():
+        if not download:
+            raise DataError(f"{path}: not found and download=False")
+        try:
+            import medmnist  # type: ignore[import-not-found]
+        except ImportError:
+            raise DataError(f"{path}: not found, and fetching '{flag}' needs the medmnist package "
+                            "('pip install medmnist') and a network; or place the .npz there yourself") from None
+        info = medmnist.INFO.get(flag)
+        if info is None:
+            raise DataError(f"unknown MedMNIST flag {flag!r}; known: {sorted(medmnist.INFO)}")
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            getattr(medmnist, info["python_class"])(split="train", download=True, root=str(root))
+        except Exception as err:  # noqa: BLE001
+            raise DataError(f"{path}: download of {flag} failed ({type(err).__name__}: {err}); "
+                            "check the network or place the .npz there yourself") from None
+    return load_npz(path, name=flag)
+
+
+def load(name: str = "fashion-mnist", *, full: bool = False, path: str | os.PathLike | None = None) -> Dataset:
+    """Load a data set by name.
+
+    Args:
+        name: "fashion-mnist" (the bundled 6,000/4,000 stratified sample unless ``full``), or a
+            MedMNIST flag ("bloodmnist", "pathmnist", ...) read from ``path`` or ``~/.medmnist``.
+        full: the full 60,000/10,000 Fashion-MNIST from local idx files (``path``, Debian's
+            ``/usr/share/datasets/fashion-mnist``, ``~/.keras/datasets/fashion-mnist``), or a Keras
+            download when online.
+        path: a folder of idx files (Fashion-MNIST) or an ``.npz`` file (MedMNIST).
+
+    Returns:
+        A validated :class:`Dataset`.
+    """
+    key = name.lower().replace("_", "-")
+    if key in {"fashion-mnist", "fashionmnist"}:
+        if full:
+            return _load_full_fashion_mnist(path)
+        return _load_bundled(Path(path)) if path else _load_bundled()
+    if key.endswith("mnist"):
+        if path and Path(path).suffix == ".npz":
+            return load_npz(path, name=key)
+        return load_medmnist(key, root=path or "~/.medmnist")
+    raise DataError(f"unknown data set {name!r}: use 'fashion-mnist', a MedMNIST flag such as "
+                    "'bloodmnist', or lepton_nb.data.load_npz(path) for your own .npz")
+
+
+# ------------------------------------------------------------------------------------- subsets
+
+
+def _stratified_indices(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` indices with class proportions kept (largest remainders), sorted."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    if n < len(classes):
+        raise ValueError(f"a stratified subset of {n} cannot hold all {len(classes)} classes")
+    exact = counts / counts.sum() * n
+    take = np.maximum(1, np.floor(exact).astype(int))
+    for i in np.argsort(-(exact - np.floor(exact))):
+        if take.sum() >= n:
+            break
+        take[i] += 1
+    while take.sum() > n:
+        take[np.argmax(take)] -= 1
+    picks = [rng.choice(np.flatnonzero(labels == c), k, replace=False) for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picks))
+
+
+def stratified_subset(ds: Dataset, max_train: int | None = None, max_test: int | None = None,
+                      seed: int = 0) -> Dataset:
+    """A smaller copy of ``ds`` with the class proportions of each split kept."""
+    rng = np.random.default_rng(seed)
+    tr = _stratified_indices(ds.y_train, max_train or len(ds.y_train), rng)
+    te = _stratified_indices(ds.y_test, max_test or len(ds.y_test), rng)
+    return Dataset(ds.x_train[tr], ds.y_train[tr], ds.x_test[te], ds.y_test[te], ds.class_names,
+                   ds.name, ds.source, ds.x_val, ds.y_val, ds.horizontal_flip_ok,
+                   {**ds.notes, "subset": (len(tr), len(te))})
+
+
+def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified hold-out: returns ``x_train, y_train, x_val, y_val``."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"validation fraction {fraction}: use a value in (0, 1)")
+    rng = np.random.default_rng(seed)
+    val = _stratified_indices(y, max(int(round(len(y) * fraction)), len(np.unique(y))), rng)
+    mask = np.zeros(len(y), bool)
+    mask[val] = True
+    return x[~mask], y[~mask], x[mask], y[mask]
+
+
+# ----------------------------------------------------------------------------------- pipelines
+
+
+def augmenter(aug: Augmentation, seed: int = 0) -> "tf.keras.Sequential":
+    """Keras preprocessing layers for ``aug`` (rotation, shift, optional left-right flip)."""
+    import tensorflow as tf
+
+    layers = []
+    if aug.horizontal_flip:
+        layers.append(tf.keras.layers.RandomFlip("horizontal", seed=seed))
+    if aug.rotation:
+        layers.append(tf.keras.layers.RandomRotation(aug.rotation, fill_mode="constant", seed=seed + 1))
+    if aug.shift:
+        layers.append(tf.keras.layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", seed=seed + 2))
+    return tf.keras.Sequential(layers, name="augment")
+
+
+def pipeline(
+    x: np.ndarray,
+    y: np.ndarray | None = None,
+    *,
+    batch_size: int = 64,
+    shuffle: bool = True,
+    augment: Augmentation | None = None,
+    drop_remainder: bool = False,
+    cache: bool = True,
+    repeat: bool = False,
+    seed: int = 0,
+) -> "tf.data.Dataset":
+    """A tf.data pipeline: (cache) -> shuffle -> batch -> augment -> prefetch.
+
+    Args:
+        x: images, uint8 (scaled to [0, 1] here) or float32 in [0, 1], shape (N, H, W, C).
+        y: int labels (N,), or ``None`` for an images-only pipeline.
+        drop_remainder: drop the last partial batch (needed where every batch must have the
+            same size, e.g. DP microbatches or TPUs).
+        repeat: repeat forever (then pass ``steps_per_epoch`` to Keras).
+
+    Returns:
+        A dataset of ``(images, labels)`` batches (or images), images float32 (B, H, W, C).
+    """
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: use a positive batch size")
+    if drop_remainder and batch_size > len(x):
+        raise ValueError(f"batch_size={batch_size} with drop_remainder=True leaves no batch of the {len(x)} examples")
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    ds = tf.data.Dataset.from_tensor_slices(x if y is None else (x, np.asarray(y, np.int64)))
+    if x.dtype == np.uint8:
+        scale = lambda img: tf.cast(img, tf.float32) / 255.0  # noqa: E731
+        ds = ds.map(scale if y is None else (lambda a, b: (scale(a), b)), num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(min(len(x), 10_000), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    if augment is not None:
+        layer = augmenter(augment, seed)
+        if y is None:
+            ds = ds.map(lambda a: layer(a, training=True), num_parallel_calls=tf.data.AUTOTUNE)
+        else:
+            ds = ds.map(lambda a, b: (layer(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# ---------------------------------------------------------------------------------- partitions
+
+
+def partition(
+    labels: np.ndarray,
+    num_clients: int,
+    alpha: float | None = None,
+    seed: int = 0,
+    *,
+    shards_per_client: int | None = None,
+    min_size: int = 1,
+    max_tries: int = 100,
+) -> list[np.ndarray]:
+    """Split example indices over ``num_clients`` simulated clients.
+
+    - IID (default): a random permutation cut into near-equal parts.
+    - ``alpha``: non-IID, each class spread over clients by Dirichlet(alpha) proportions
+      (Hsu et al. 2019); small alpha gives few classes per client. Redrawn until every client
+      holds at least ``min_size`` examples.
+    - ``shards_per_client``: McMahan et al. 2017's label shards: sort by label, cut into
+      ``num_clients * shards_per_client`` shards, deal each client that many.
+
+    Returns:
+        ``num_clients`` sorted int64 index arrays, disjoint, covering every example.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    n = len(labels)
+    if num_clients < 1:
+        raise ValueError(f"num_clients={num_clients}: need at least one client")
+    if num_clients * max(min_size, 1) > n:
+        raise ValueError(f"{n} examples cannot give {num_clients} clients at least {min_size} each")
+    if alpha is not None and shards_per_client is not None:
+        raise ValueError("choose either alpha (Dirichlet) or shards_per_client, not both")
+    rng = np.random.default_rng(seed)
+    if shards_per_client is not None:
+        if shards_per_client < 1:
+            raise ValueError(f"shards_per_client={shards_per_client}: must be >= 1")
+        order = np.argsort(labels, kind="stable")
+        shards = np.array_split(order, num_clients * shards_per_client)
+        deal = rng.permutation(len(shards)).reshape(num_clients, shards_per_client)
+        return [np.sort(np.concatenate([shards[s] for s in row])).astype(np.int64) for row in deal]
+    if alpha is None:
+        return [np.sort(p).astype(np.int64) for p in np.array_split(rng.permutation(n), num_clients)]
+    if not alpha > 0:
+        raise ValueError(f"alpha={alpha}: the Dirichlet concentration must be > 0 (small = more skewed)")
+    classes = np.unique(labels)
+    for _ in range(max_tries):
+        parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
+        for c in classes:
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            cuts = (np.cumsum(rng.dirichlet(np.full(num_clients, alpha))) * len(idx)).astype(int)[:-1]
+            for client, chunk in enumerate(np.split(idx, cuts)):
+                parts[client].append(chunk)
+        out = [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
+        if min(len(p) for p in out) >= min_size:
+            return out
+    raise ValueError(f"Dirichlet(alpha={alpha}) left a client with fewer than {min_size} examples in "
+                     f"{max_tries} draws; use a larger alpha or fewer clients")

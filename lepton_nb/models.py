@@ -1,0 +1,126 @@
+"""Model builders: the seed MLP (2x128), the seed CNN and a configurable CNN family.
+
+Every model here outputs **logits** (no softmax): train with
+``SparseCategoricalCrossentropy(from_logits=True)`` (as :mod:`lepton_nb.training` does) and use
+:func:`probabilities` for class probabilities. Layers have stable names (``conv_<block>_<i>``,
+``norm_<block>_<i>``, ``pool_<block>``, ``hidden``, ``logits``) so later code finds the last
+convolution by name (:func:`last_conv_layer`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from lepton_nb.config import CNNConfig
+
+__all__ = ["build_cnn", "build_mlp", "build_seed_cnn", "count_params", "last_conv_layer", "probabilities"]
+
+
+def build_mlp(
+    input_shape: Sequence[int] = (28, 28, 1),
+    num_classes: int = 10,
+    *,
+    hidden: Sequence[int] = (128, 128),
+    activation: str = "relu",
+    dropout: float = 0.0,
+    name: str = "mlp",
+) -> tf.keras.Model:
+    """The seed article's MLP: Flatten, Dense(128) x 2, Dense(num_classes) logits.
+
+    Input (B, H, W, C) float32 in [0, 1]; output (B, num_classes) logits.
+    """
+    inputs = tf.keras.Input(shape=tuple(input_shape), name="image")
+    h = tf.keras.layers.Flatten(name="flatten")(inputs)
+    for i, units in enumerate(hidden):
+        h = tf.keras.layers.Dense(units, activation=activation, name=f"dense_{i}")(h)
+        if dropout:
+            h = tf.keras.layers.Dropout(dropout, name=f"dropout_{i}")(h)
+    outputs = tf.keras.layers.Dense(num_classes, name="logits")(h)
+    return tf.keras.Model(inputs, outputs, name=name)
+
+
+def _norm_layer(kind: str, channels: int, name: str) -> tf.keras.layers.Layer | None:
+    if kind == "batch":
+        return tf.keras.layers.BatchNormalization(name=name)
+    if kind == "group":  # groups of up to 8 channels; per-example, so DP-compatible
+        return tf.keras.layers.GroupNormalization(groups=min(8, channels), name=name)
+    return None
+
+
+def build_cnn(
+    config: CNNConfig | None = None,
+    *,
+    input_shape: Sequence[int] = (28, 28, 1),
+    num_classes: int = 10,
+    name: str | None = None,
+    **overrides,
+) -> tf.keras.Model:
+    """A member of the CNN family; ``build_cnn()`` is the seed CNN.
+
+    Blocks of ``convs_per_block`` x [Conv2D 3x3 same, optional norm, activation] then MaxPool 2x2,
+    filters doubling per block; then Flatten, optional Dropout, Dense(dense_units), Dense logits.
+
+    Args:
+        config: the architecture; fields can also be given as keyword ``overrides``
+            (``build_cnn(depth=2, norm="group")``).
+
+    Returns:
+        A functional Keras model, input (B, H, W, C), output (B, num_classes) logits.
+    """
+    from dataclasses import replace
+
+    cfg = replace(config or CNNConfig(), **overrides)
+    inputs = tf.keras.Input(shape=tuple(input_shape), name="image")
+    h = inputs
+    for block in range(cfg.depth):
+        filters = cfg.filters * 2**block
+        for i in range(cfg.convs_per_block):
+            h = tf.keras.layers.Conv2D(filters, 3, padding="same", use_bias=cfg.norm == "none",
+                                       name=f"conv_{block}_{i}")(h)
+            norm = _norm_layer(cfg.norm, filters, f"norm_{block}_{i}")
+            if norm is not None:
+                h = norm(h)
+            h = tf.keras.layers.Activation(cfg.activation, name=f"act_{block}_{i}")(h)
+        h = tf.keras.layers.MaxPooling2D(2, name=f"pool_{block}")(h)
+    h = tf.keras.layers.Flatten(name="flatten")(h)
+    if cfg.dropout:
+        h = tf.keras.layers.Dropout(cfg.dropout, name="dropout")(h)
+    if cfg.dense_units:
+        h = tf.keras.layers.Dense(cfg.dense_units, activation=cfg.activation, name="hidden")(h)
+    outputs = tf.keras.layers.Dense(num_classes, name="logits")(h)
+    return tf.keras.Model(inputs, outputs, name=name or cfg.label)
+
+
+def build_seed_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> tf.keras.Model:
+    """The seed article's CNN: Conv2D(32, 3x3, ReLU), MaxPool 2x2, Flatten, Dense(128, ReLU), logits."""
+    return build_cnn(CNNConfig(), input_shape=input_shape, num_classes=num_classes, name="seed_cnn")
+
+
+def last_conv_layer(model: tf.keras.Model) -> tf.keras.layers.Layer:
+    """The last Conv2D layer of ``model``, searching nested models too."""
+    found = None
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.Model):
+            try:
+                found = last_conv_layer(layer)
+            except ValueError:
+                pass
+        elif isinstance(layer, tf.keras.layers.Conv2D):
+            found = layer
+    if found is None:
+        raise ValueError(f"model {model.name!r} has no Conv2D layer")
+    return found
+
+
+def count_params(model: tf.keras.Model) -> int:
+    """Trainable parameters."""
+    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+
+
+def probabilities(model: tf.keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Softmax of the model's logits, shape (N, num_classes)."""
+    logits = model.predict(x, batch_size=batch_size, verbose=0)
+    return tf.nn.softmax(logits, axis=-1).numpy()

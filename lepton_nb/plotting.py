@@ -1,0 +1,103 @@
+"""Figures as matplotlib ``Figure`` objects (no pyplot state); :func:`save_figure` writes PNGs.
+
+A ``Figure`` returned as the last expression of a notebook cell is displayed by IPython.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["class_counts", "confusion_matrix", "sample_grid", "save_figure", "training_curves"]
+
+
+def save_figure(fig: Figure, name: str, *, dpi: int = 120) -> Path:
+    """Save ``fig`` as ``reports/figures/<name>.png`` and return the path."""
+    from lepton_nb.reports import figure_path
+
+    path = figure_path(name)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
+    """Loss and accuracy per epoch (train solid, validation dashed), one colour per model."""
+    fig = Figure(figsize=(10, 3.6), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for i, (name, h) in enumerate(histories.items()):
+        colour = f"C{i}"
+        epochs = np.arange(1, len(h["loss"]) + 1)
+        for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+            ax.plot(epochs, h[key], color=colour, label=f"{name} train")
+            if f"val_{key}" in h:
+                ax.plot(epochs, h[f"val_{key}"], color=colour, ls="--", label=f"{name} val")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_acc.legend(fontsize=7, ncol=1, loc="lower right")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def confusion_matrix(cm: np.ndarray | Sequence[Sequence[int]], class_names: Sequence[str], *,
+                     normalize: bool = True, title: str = "") -> Figure:
+    """Confusion matrix heatmap; rows true class, columns predicted, row-normalized by default."""
+    cm = np.asarray(cm, dtype=float)
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    k = len(class_names)
+    fig = Figure(figsize=(0.55 * k + 2.5, 0.5 * k + 1.8), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    for i in range(k):
+        for j in range(k):
+            v = shown[i, j]
+            if v > 0.005:
+                ax.text(j, i, f"{v:.2f}" if normalize else f"{int(v)}", ha="center", va="center", fontsize=7,
+                        color="white" if v > (0.5 if normalize else shown.max() / 2) else "black")
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(k), class_names, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title or ("recall per true class" if normalize else "counts"))
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    return fig
+
+
+def sample_grid(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], *, y_pred: np.ndarray | None = None,
+                per_class: int = 6, seed: int = 0) -> Figure:
+    """``per_class`` images of each class (rows); with ``y_pred``, titles in red where wrong."""
+    rng = np.random.default_rng(seed)
+    k = len(class_names)
+    fig = Figure(figsize=(1.1 * per_class + 1.4, 1.1 * k), layout="constrained")
+    axes = fig.subplots(k, per_class, squeeze=False)
+    for c in range(k):
+        idx = np.flatnonzero(np.asarray(y) == c)
+        picks = rng.choice(idx, min(per_class, len(idx)), replace=False) if len(idx) else []
+        for j in range(per_class):
+            ax = axes[c, j]
+            ax.set_xticks([]), ax.set_yticks([])
+            for s in ax.spines.values():
+                s.set_visible(False)
+            if j < len(picks):
+                i = picks[j]
+                ax.imshow(np.squeeze(x[i]), cmap="gray", vmin=0, vmax=1)
+                if y_pred is not None:
+                    ok = y_pred[i] == y[i]
+                    ax.set_title(class_names[y_pred[i]][:10], fontsize=6, color="black" if ok else "red")
+        axes[c, 0].set_ylabel(class_names[c][:12], fontsize=8, rotation=0, ha="right", va="center")
+    return fig
+
+
+def class_counts(counts: Mapping[str, np.ndarray], class_names: Sequence[str]) -> Figure:
+    """Grouped bars of examples per class for each split (e.g. train and test)."""
+    k = len(class_names)
+    fig = Figure(figsize=(8, 3), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / max(len(counts), 1)
+    for i, (split, c) in enumerate(counts.items()):
+        ax.bar(np.arange(k) + i * width, c, width, label=split)
+    ax.set_xticks(np.arange(k) + width * (len(counts) - 1) / 2, class_names, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="images", title="images per class")
+    ax.legend()
+    return fig

@@ -1,0 +1,126 @@
+"""reports/summary.json and reports/summary.md: the figures every notebook adds to the main job.
+
+Notebooks call :func:`record` with their key figures (one section each, e.g.
+``"01_data_and_baselines"``); the main job renders :func:`write_markdown` after each notebook. The
+JSON is updated by read-merge-write through a temporary file and an atomic rename, so a crash
+never leaves it half-written and earlier sections are never lost.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["figure_path", "load_summary", "record", "record_models", "reports_dir", "write_markdown"]
+
+_REPO = Path(__file__).resolve().parent.parent
+MODEL_COLUMNS = (("accuracy", "accuracy %"), ("recall_macro", "macro recall %"), ("f1_macro", "macro F1 %"),
+                 ("epsilon", "epsilon"), ("params", "params"), ("epochs", "epochs"),
+                 ("train_seconds", "train s"))
+
+
+def reports_dir() -> Path:
+    """``$LEPTON_NB_REPORTS``, else ``reports/`` at the repository root (else in the working dir)."""
+    env = os.environ.get("LEPTON_NB_REPORTS")
+    root = Path(env) if env else (_REPO / "reports" if (_REPO / "pyproject.toml").exists() else Path("reports"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def figure_path(name: str) -> Path:
+    """Where a figure named ``name`` is saved: ``reports/figures/<name>.png``."""
+    d = reports_dir() / "figures"
+    d.mkdir(parents=True, exist_ok=True)
+    return d / f"{name}.png"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def load_summary(path: Path | None = None) -> dict:
+    """The current summary (empty structure when none was written yet)."""
+    path = path or reports_dir() / "summary.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"sections": {}}
+
+
+def record(section: str, values: dict, *, path: Path | None = None) -> Path:
+    """Merge ``values`` into ``summary.json`` under ``section`` (nested dicts merge; others replace)."""
+    path = path or reports_dir() / "summary.json"
+    summary = load_summary(path)
+
+    def merge(dst: dict, src: dict) -> None:
+        for k, v in src.items():
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                merge(dst[k], v)
+            else:
+                dst[k] = v
+
+    merge(summary.setdefault("sections", {}).setdefault(section, {}), _jsonable(values))
+    from lepton_nb.config import mode
+
+    summary["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    summary.setdefault("modes", {})[section] = mode()
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
+def record_models(section: str, results: dict[str, dict], **more) -> Path:
+    """Record ``{model name: figures}`` (e.g. :meth:`TrainResult.summary`) under ``section/models``."""
+    return record(section, {"models": results, **more})
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 1e6 else f"{v:.3g}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def _models_table(models: dict[str, dict]) -> list[str]:
+    cols = [(k, title) for k, title in MODEL_COLUMNS if any(k in m for m in models.values())]
+    lines = ["| model | " + " | ".join(t for _, t in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, figures in models.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(figures.get(k, "")) for k, _ in cols) + " |")
+    return lines
+
+
+def write_markdown(path: Path | None = None) -> Path:
+    """Render summary.json as summary.md: one section per notebook, a table of its models."""
+    summary = load_summary(path)
+    out = (path or reports_dir() / "summary.json").with_suffix(".md")
+    lines = ["# lepton_nb summary", "", f"Updated {summary.get('updated', 'never')}.", ""]
+    for section, body in summary.get("sections", {}).items():
+        lines += [f"## {section} ({summary.get('modes', {}).get(section, '?')} mode)", ""]
+        if "models" in body:
+            lines += _models_table(body["models"]) + [""]
+        for key, value in body.items():
+            if key == "models":
+                continue
+            if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+                lines += [f"**{key}**", ""] + _models_table(value) + [""]
+            elif isinstance(value, (dict, list)):
+                lines.append(f"- {key}: `{json.dumps(value)}`")
+            else:
+                lines.append(f"- {key}: {_fmt(value)}")
+        lines.append("")
+    out.write_text("\n".join(lines))
+    return out

@@ -1,0 +1,54 @@
+"""Shared fixtures: tiny data and a tiny model, built once per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _reports_in_tmp(tmp_path_factory, monkeypatch):
+    """Keep tests from writing into the repository's reports/."""
+    monkeypatch.setenv("LEPTON_NB_REPORTS", str(tmp_path_factory.getbasetemp() / "reports"))
+
+
+@pytest.fixture(scope="session")
+def sample():
+    """The bundled Fashion-MNIST sample (6,000 / 4,000)."""
+    import lepton_nb as ln
+
+    return ln.data.load("fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def tiny(sample):
+    """600 train / 200 test images of the bundled sample, stratified."""
+    import lepton_nb as ln
+
+    return ln.data.stratified_subset(sample, 600, 200, seed=0)
+
+
+@pytest.fixture(scope="session")
+def random_batch():
+    """Eight random 28x28x1 images in [0, 1] and labels, seeded."""
+    rng = np.random.default_rng(0)
+    return rng.random((8, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 8)
+
+
+@pytest.fixture()
+def tiny_cnn():
+    """A fresh three-layer CNN (conv, pool, logits), 28x28x1 -> 10 logits."""
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(0)
+    return tf.keras.Sequential([
+        tf.keras.Input((28, 28, 1)),
+        tf.keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+        tf.keras.layers.MaxPooling2D(2, name="pool"),
+        tf.keras.layers.Flatten(name="flatten"),
+        tf.keras.layers.Dense(10, name="logits"),
+    ], name="tiny_cnn")
