@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.full:
         os.environ["LEPTON_NB_FULL"] = "1"
         os.environ.pop("LEPTON_NB_SMOKE", None)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide TF's C++ start-up noise in the kernels
     from lepton_nb import reports
     from lepton_nb.config import mode
 

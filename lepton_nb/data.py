@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from lepton_nb.config import Augmentation
+from lepton_nb.config import Augmentation, DataConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
 
 __all__ = [
     "BUNDLED_SAMPLE",
+    "from_config",
     "FASHION_MNIST_CLASSES",
     "DataError",
     "Dataset",
@@ -414,6 +415,14 @@ def load(name: str = "fashion-mnist", *, full: bool = False, path: str | os.Path
         return load_medmnist(key, root=path or "~/.medmnist")
     raise DataError(f"unknown data set {name!r}: use 'fashion-mnist', a MedMNIST flag such as "
                     "'bloodmnist', or lepton_nb.data.load_npz(path) for your own .npz")
+
+
+def from_config(cfg: "DataConfig") -> Dataset:
+    """Load what a :class:`~lepton_nb.config.DataConfig` names, subset as it says."""
+    ds = load(cfg.dataset, full=cfg.full, path=cfg.path)
+    if cfg.max_train or cfg.max_test:
+        ds = stratified_subset(ds, cfg.max_train, cfg.max_test, seed=cfg.seed)
+    return ds
 
 
 # ------------------------------------------------------------------------------------- subsets

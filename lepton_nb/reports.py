@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["figure_path", "load_summary", "record", "record_models", "reports_dir", "write_markdown"]
+__all__ = ["claim_markdown", "figure_path", "load_summary", "record", "record_models", "reports_dir", "write_markdown"]
 
 _REPO = Path(__file__).resolve().parent.parent
 MODEL_COLUMNS = (("accuracy", "accuracy %"), ("recall_macro", "macro recall %"), ("f1_macro", "macro F1 %"),
@@ -95,9 +95,11 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _models_table(models: dict[str, dict]) -> list[str]:
-    cols = [(k, title) for k, title in MODEL_COLUMNS if any(k in m for m in models.values())]
-    lines = ["| model | " + " | ".join(t for _, t in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+def _models_table(models: dict[str, dict], first: str = "model") -> list[str]:
+    known = dict(MODEL_COLUMNS)
+    keys = list(dict.fromkeys(k for m in models.values() for k in m))
+    cols = [(k, t) for k, t in MODEL_COLUMNS if k in keys] + [(k, k) for k in keys if k not in known]
+    lines = [f"| {first} | " + " | ".join(t for _, t in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, figures in models.items():
         lines.append(f"| {name} | " + " | ".join(_fmt(figures.get(k, "")) for k, _ in cols) + " |")
     return lines
@@ -116,7 +118,7 @@ def write_markdown(path: Path | None = None) -> Path:
             if key == "models":
                 continue
             if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-                lines += [f"**{key}**", ""] + _models_table(value) + [""]
+                lines += [f"**{key}**", ""] + _models_table(value, first=key.rstrip("s")) + [""]
             elif isinstance(value, (dict, list)):
                 lines.append(f"- {key}: `{json.dumps(value)}`")
             else:
@@ -124,3 +126,24 @@ def write_markdown(path: Path | None = None) -> Path:
         lines.append("")
     out.write_text("\n".join(lines))
     return out
+
+
+def claim_markdown(results: dict[str, dict], claim: dict[str, float] | None = None) -> str:
+    """A paragraph comparing measured figures with the seed's claim, every number from ``results``.
+
+    ``results`` maps model names to :func:`lepton_nb.metrics.report` dicts (fractions).
+    """
+    from lepton_nb.metrics import SEED_CLAIM
+
+    claim = claim or SEED_CLAIM
+    best = max(results, key=lambda k: results[k]["accuracy"])
+    b = results[best]
+    parts = [f"The seed article claims accuracy {claim['accuracy']:.1f} %, macro recall "
+             f"{claim['recall_macro']:.1f} % and macro F1 {claim['f1_macro']:.1f} % for a 2x128 MLP."]
+    for name, r in results.items():
+        parts.append(f"**{name}** measured {100 * r['accuracy']:.1f} / {100 * r['recall_macro']:.1f} / "
+                     f"{100 * r['f1_macro']:.1f} % on {r['n']:,} test images.")
+    gap = 100 * b["accuracy"] - claim["accuracy"]
+    parts.append(f"The best model here, {best}, is {abs(gap):.1f} points {'below' if gap < 0 else 'above'} "
+                 "the claimed accuracy.")
+    return " ".join(parts)
