@@ -38,8 +38,9 @@ $(STAMP): requirements/lock.txt pyproject.toml
 run: $(STAMP)
 	$(PY) -m lepton_nb run $(MODE_FLAG) $(NB_FLAG)
 
+# Unit tests, then every notebook executed by nbmake in smoke mode (one pytest run, one summary).
 test: $(STAMP)
-	$(PY) -m pytest tests
+	LEPTON_NB_SMOKE=1 TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=900
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks

@@ -17,9 +17,13 @@ _SUBMODULES = (
     "cli",
     "config",
     "data",
+    "distributed",
+    "explain",
+    "federated",
     "metrics",
     "models",
     "plotting",
+    "privacy",
     "reports",
     "training",
 )

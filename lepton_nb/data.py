@@ -277,6 +277,14 @@ def load_idx_folder(folder: str | os.PathLike, *, class_names: Sequence[str] = F
     return Dataset(x_tr, y_tr, x_te, y_te, tuple(class_names), name, str(folder), horizontal_flip_ok=True)
 
 
+def _display_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it (reports stay machine-independent)."""
+    try:
+        return str(path.resolve().relative_to(DATA_DIR.parent))
+    except ValueError:
+        return str(path)
+
+
 def _load_bundled(path: Path = BUNDLED_SAMPLE) -> Dataset:
     _require_file(path, "bundled Fashion-MNIST sample",
                   "restore it with 'git checkout -- data/' or rebuild it with 'python data/build_sample.py'")
@@ -288,7 +296,7 @@ def _load_bundled(path: Path = BUNDLED_SAMPLE) -> Dataset:
     with np.load(path, allow_pickle=False) as z:
         x_tr, y_tr, x_te, y_te = validate_arrays(z["x_train"], z["y_train"], z["x_test"], z["y_test"],
                                                  num_classes=10, where=str(path))
-    return Dataset(x_tr, y_tr, x_te, y_te, FASHION_MNIST_CLASSES, "fashion-mnist-sample", str(path),
+    return Dataset(x_tr, y_tr, x_te, y_te, FASHION_MNIST_CLASSES, "fashion-mnist-sample", _display_path(path),
                    horizontal_flip_ok=True)
 
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["SEED_CLAIM", "compare_with_claim", "confusion_matrix", "per_class_table", "report"]
+__all__ = ["SEED_CLAIM", "compare_with_claim", "top_confusions", "confusion_matrix", "per_class_table", "report"]
 
 #: The seed article's claimed figures for its 2x128 MLP on "medical images", in percent.
 SEED_CLAIM = {"accuracy": 96.5, "recall_macro": 94.2, "f1_macro": 95.7}
@@ -108,3 +108,13 @@ def compare_with_claim(results: dict[str, dict], claim: dict[str, float] = SEED_
         rows[name] = {k: round(100 * rep[k], 1) for k in keys}
         rows[f"  {name} - claim (points)"] = {k: round(100 * rep[k] - claim[k], 1) for k in keys}
     return pd.DataFrame.from_dict(rows, orient="index")[keys]
+
+
+def top_confusions(rep: dict, k: int = 3) -> list[tuple[str, str, int]]:
+    """The ``k`` largest off-diagonal cells of a report's confusion matrix: (true, predicted, count)."""
+    cm = np.asarray(rep["confusion"])
+    names = [r["class"] for r in rep["per_class"]]
+    off = cm.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(off, axis=None)[::-1][:k]
+    return [(names[i], names[j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, cm.shape)) if off[i, j] > 0]

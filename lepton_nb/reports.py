@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["claim_markdown", "figure_path", "load_summary", "record", "record_models", "reports_dir", "write_markdown"]
+__all__ = ["claim_markdown", "confusions_markdown", "figure_path", "load_summary", "record", "record_models", "reports_dir", "write_markdown"]
 
 _REPO = Path(__file__).resolve().parent.parent
 MODEL_COLUMNS = (("accuracy", "accuracy %"), ("recall_macro", "macro recall %"), ("f1_macro", "macro F1 %"),
@@ -147,3 +147,16 @@ def claim_markdown(results: dict[str, dict], claim: dict[str, float] | None = No
     parts.append(f"The best model here, {best}, is {abs(gap):.1f} points {'below' if gap < 0 else 'above'} "
                  "the claimed accuracy.")
     return " ".join(parts)
+
+
+def confusions_markdown(rep: dict, model: str, k: int = 3) -> str:
+    """A sentence naming the ``k`` most frequent confusions of a report, counts from the run."""
+    from lepton_nb.metrics import top_confusions
+
+    pairs = top_confusions(rep, k)
+    if not pairs:
+        return f"{model} made no errors on these {rep['n']:,} test images."
+    listed = "; ".join(f"{t} taken for {p} {c} times" for t, p, c in pairs)
+    wrong = rep["n"] - sum(np.diag(np.asarray(rep["confusion"])))
+    return (f"Titles in red are wrong predictions. {model} got {wrong:,} of {rep['n']:,} test images wrong; "
+            f"its most frequent confusions: {listed}.")

@@ -1,0 +1,48 @@
+"""lepton_nb.reports and lepton_nb.plotting: summary files and figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from matplotlib.figure import Figure
+
+import lepton_nb as ln
+
+
+def test_record_merges_sections_and_renders_markdown(tmp_path):
+    path = tmp_path / "summary.json"
+    ln.reports.record("01_x", {"models": {"mlp": {"accuracy": 88.1, "f1_macro": 87.0, "params": 1000}}}, path=path)
+    ln.reports.record("01_x", {"models": {"cnn": {"accuracy": 90.5}}, "note": "ok"}, path=path)
+    ln.reports.record("03_y", {"epsilon": np.float64(2.5), "curve": np.arange(3)}, path=path)
+    data = json.loads(path.read_text())
+    assert set(data["sections"]["01_x"]["models"]) == {"mlp", "cnn"}
+    assert data["sections"]["03_y"] == {"epsilon": 2.5, "curve": [0, 1, 2]}
+    md = ln.reports.write_markdown(path).read_text()
+    assert "| mlp | 88.10 | 87.00 | 1,000 |" in md
+    assert "## 03_y" in md and "- epsilon: 2.50" in md
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_claim_markdown_quotes_the_measured_numbers():
+    rep = ln.metrics.report([0, 1, 1, 0], [0, 1, 0, 0])
+    text = ln.reports.claim_markdown({"cnn": rep})
+    assert "96.5" in text and "75.0" in text and "21.5 points below" in text
+
+
+def test_figures_are_figure_objects_and_saved(tmp_path, monkeypatch):
+    monkeypatch.setenv("LEPTON_NB_REPORTS", str(tmp_path))
+    names = [f"c{i}" for i in range(3)]
+    rng = np.random.default_rng(0)
+    x, y = rng.random((30, 28, 28, 1)), np.arange(30) % 3
+    figs = [
+        ln.plotting.training_curves({"a": {"loss": [2, 1], "accuracy": [0.3, 0.6], "val_loss": [2, 1.5],
+                                           "val_accuracy": [0.3, 0.5]}}),
+        ln.plotting.confusion_matrix(np.eye(3) * 5 + 1, names),
+        ln.plotting.sample_grid(x, y, names, y_pred=(y + 1) % 3, per_class=4),
+        ln.plotting.class_counts({"train": np.array([3, 4, 5])}, names),
+    ]
+    for i, fig in enumerate(figs):
+        assert isinstance(fig, Figure)
+        path = ln.plotting.save_figure(fig, f"fig{i}")
+        assert path.exists() and path.stat().st_size > 1000 and path.parent == tmp_path / "figures"
