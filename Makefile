@@ -43,7 +43,7 @@ test: $(STAMP)
 	LEPTON_NB_SMOKE=1 TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=900
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 bench: $(STAMP)
 	$(PY) -m lepton_nb bench $(if $(filter 1,$(FULL)),--full,)
