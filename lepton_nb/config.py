@@ -224,3 +224,10 @@ def baselines(which: Mode | None = None) -> BaselinesConfig:
     if which != "default":
         raise ValueError(f"mode {which!r}: choose 'smoke', 'default' or 'full'")
     return BaselinesConfig()
+
+
+# Settings of the later notebooks live beside their code; re-exported here so that every notebook's
+# parameters cell reads ``ln.config.<name>()``. Each of these modules imports no TensorFlow.
+from lepton_nb.explain.config import ExplainConfig, interpretability  # noqa: E402
+
+__all__ += ["ExplainConfig", "interpretability"]
