@@ -19,6 +19,7 @@ _SUBMODULES = (
     "data",
     "distributed",
     "explain",
+    "export",
     "federated",
     "metrics",
     "models",

@@ -231,3 +231,13 @@ def baselines(which: Mode | None = None) -> BaselinesConfig:
 from lepton_nb.explain.config import ExplainConfig, interpretability  # noqa: E402
 
 __all__ += ["ExplainConfig", "interpretability"]
+
+
+def distributed(which: Mode | None = None):
+    """Settings of notebook 02: :func:`lepton_nb.distributed.config` (imports TensorFlow)."""
+    from lepton_nb.distributed import config
+
+    return config(which)
+
+
+__all__ += ["distributed"]
