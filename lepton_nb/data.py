@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from lepton_nb.config import Augmentation, DataConfig
+from lepton_nb.config import Augmentation
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
+
+    from lepton_nb.config import DataConfig
 
 __all__ = [
     "BUNDLED_SAMPLE",
@@ -202,7 +204,8 @@ def validate_arrays(
     return xs[0], ys[0], xs[1], ys[1]
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -288,7 +291,7 @@ def _display_path(path: Path) -> str:
 def _load_bundled(path: Path = BUNDLED_SAMPLE) -> Dataset:
     _require_file(path, "bundled Fashion-MNIST sample",
                   "restore it with 'git checkout -- data/' or rebuild it with 'python data/build_sample.py'")
-    expected, actual = _expected_sha256(path), _sha256(path)
+    expected, actual = _expected_sha256(path), sha256_file(path)
     if actual != expected:
         raise DataError(f"{path}: checksum mismatch (sha256 {actual[:16]}..., expected {expected[:16]}...); "
                         "the file is corrupted or was changed: restore it with 'git checkout -- data/' "

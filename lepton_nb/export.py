@@ -14,9 +14,7 @@ SavedModel from the loaded model.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
@@ -25,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from lepton_nb.data import sha256_file
+from lepton_nb.reports import jsonable
 
 __all__ = ["ExportError", "load", "save", "versions"]
 
@@ -50,31 +51,6 @@ def versions() -> dict[str, str]:
         if mod in sys.modules:
             out[mod] = getattr(sys.modules[mod], "__version__", "?")
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe copy: dataclasses to dicts, arrays to lists, numpy scalars to Python."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _plain(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def save(result, path: str | os.PathLike, *, data=None, config: Any = None, metrics: dict | None = None,
@@ -130,17 +106,17 @@ def save(result, path: str | os.PathLike, *, data=None, config: Any = None, metr
     meta = {
         "format": "lepton_nb-export-1",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "model": {"file": MODEL_FILE, "sha256": _sha256(model_path), "name": model.name,
+        "model": {"file": MODEL_FILE, "sha256": sha256_file(model_path), "name": model.name,
                   "input_shape": list(model.input_shape[1:]), "output_shape": list(model.output_shape[1:]),
                   "params": int(sum(np.prod(v.shape) for v in model.trainable_variables)),
                   "dtype_policy": model.dtype_policy.name},
-        "data": _plain(data.summary()) if hasattr(data, "summary") else _plain(data),
-        "config": _plain(config),
-        "metrics": _plain(metrics),
-        "strategy": _plain(strategy),
-        "history": _plain(getattr(run, "history", None)),
+        "data": jsonable(data.summary()) if hasattr(data, "summary") else jsonable(data),
+        "config": jsonable(config),
+        "metrics": jsonable(metrics),
+        "strategy": jsonable(strategy),
+        "history": jsonable(getattr(run, "history", None)),
         "versions": versions(),
-        "notes": _plain(notes or {}),
+        "notes": jsonable(notes or {}),
     }
     (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     return folder
@@ -165,7 +141,7 @@ def load(path: str | os.PathLike, *, compile: bool = True):
     except json.JSONDecodeError as err:
         raise ExportError(f"{meta_path}: not valid JSON ({err}); export the model again") from None
     expected = meta.get("model", {}).get("sha256")
-    actual = _sha256(model_path)
+    actual = sha256_file(model_path)
     if expected != actual:
         raise ExportError(f"{model_path}: SHA-256 {actual[:16]}... does not match the {str(expected)[:16]}... "
                           "recorded at export; the file was changed or truncated: export the model again")

@@ -8,6 +8,7 @@ never leaves it half-written and earlier sections are never lost.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["claim_markdown", "confusions_markdown", "figure_path", "load_summary", "record", "record_models", "reports_dir", "write_markdown"]
+__all__ = ["claim_markdown", "confusions_markdown", "figure_path", "jsonable", "load_summary", "record", "record_models", "reports_dir", "write_markdown"]
 
 _REPO = Path(__file__).resolve().parent.parent
 MODEL_COLUMNS = (("accuracy", "accuracy %"), ("recall_macro", "macro recall %"), ("f1_macro", "macro F1 %"),
@@ -39,15 +40,20 @@ def figure_path(name: str) -> Path:
     return d / f"{name}.png"
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """JSON-safe copy: dataclasses to dicts, arrays to lists, numpy scalars to Python, paths to str."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return jsonable(dataclasses.asdict(value))
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):
         return value.item()
+    if isinstance(value, Path):
+        return str(value)
     return value
 
 
@@ -71,7 +77,7 @@ def record(section: str, values: dict, *, path: Path | None = None) -> Path:
             else:
                 dst[k] = v
 
-    merge(summary.setdefault("sections", {}).setdefault(section, {}), _jsonable(values))
+    merge(summary.setdefault("sections", {}).setdefault(section, {}), jsonable(values))
     from lepton_nb.config import mode
 
     summary["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
