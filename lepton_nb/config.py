@@ -226,18 +226,28 @@ def baselines(which: Mode | None = None) -> BaselinesConfig:
     return BaselinesConfig()
 
 
-# Settings of the later notebooks live beside their code; re-exported here so that every notebook's
-# parameters cell reads ``ln.config.<name>()``. Each of these modules imports no TensorFlow.
-from lepton_nb.explain.config import ExplainConfig, interpretability  # noqa: E402
+# Settings of the later notebooks live beside their code and are reachable here too, imported on
+# first use (PEP 562) so that this module stays free of TensorFlow and of import cycles:
+# ``ln.config.interpretability()``, ``ln.config.federated()``, ``ln.config.distributed()``, ...
+_ELSEWHERE = {
+    "CaseStudyConfig": ("lepton_nb.case_study", "CaseStudyConfig"),
+    "case_study": ("lepton_nb.case_study", "case_study"),
+    "DistributedConfig": ("lepton_nb.distributed", "DistributedConfig"),
+    "distributed": ("lepton_nb.distributed", "config"),  # imports TensorFlow
+    "DPNotebookConfig": ("lepton_nb.privacy.config", "DPNotebookConfig"),
+    "dp_notebook": ("lepton_nb.privacy.config", "dp_notebook"),
+    "ExplainConfig": ("lepton_nb.explain.config", "ExplainConfig"),
+    "interpretability": ("lepton_nb.explain.config", "interpretability"),
+    "FederatedConfig": ("lepton_nb.federated.config", "FederatedConfig"),
+    "federated": ("lepton_nb.federated.config", "federated"),
+}
+__all__ += list(_ELSEWHERE)
 
-__all__ += ["ExplainConfig", "interpretability"]
 
+def __getattr__(name: str):
+    if name in _ELSEWHERE:
+        import importlib
 
-def distributed(which: Mode | None = None):
-    """Settings of notebook 02: :func:`lepton_nb.distributed.config` (imports TensorFlow)."""
-    from lepton_nb.distributed import config
-
-    return config(which)
-
-
-__all__ += ["distributed"]
+        module, attr = _ELSEWHERE[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'lepton_nb.config' has no attribute {name!r}")

@@ -1,0 +1,237 @@
+"""lepton_nb.federated: client data, bad input, FedAvg end to end, DP-FedAvg, secure aggregation,
+accounting. Real TFF 0.87 on a managed worker; tiny data and models."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+pytest.importorskip("tensorflow_federated")
+
+import lepton_nb as ln  # noqa: E402
+from lepton_nb.federated import accounting, algorithms, client_data, loop, runtime  # noqa: E402
+from lepton_nb.federated.config import ClientConfig, DPConfig, FedAvgConfig, FederatedConfig, federated  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_worker_left():
+    """After this module: stop our workers and check no worker_binary child of pytest remains."""
+    yield
+    runtime.shutdown()
+    assert runtime.child_worker_pids() == [], "a TFF worker_binary outlived the federated tests"
+
+
+def small_mlp():
+    return ln.models.build_mlp((28, 28, 1), 10, hidden=(16,))
+
+
+@pytest.fixture(scope="module")
+def mlp_task():
+    return algorithms.task(small_mlp, (28, 28, 1), 10)
+
+
+# ------------------------------------------------------------------------------------ client data
+
+
+def test_splits_cover_every_example_once_and_histograms_match(tiny):
+    iid = client_data.federate(tiny, 6, seed=0)
+    skewed = client_data.federate(tiny, 6, alpha=0.1, seed=0)
+    shards = client_data.federate(tiny, 6, shards_per_client=2, seed=0)
+    for fd in (iid, skewed, shards):
+        flat = np.concatenate(fd.parts)
+        assert np.array_equal(np.sort(flat), np.arange(len(tiny.y_train)))
+        assert np.array_equal(fd.histograms.sum(axis=0), tiny.class_counts("train"))
+        for cid, p, h in zip(fd.client_ids, fd.parts, fd.histograms):
+            labels = np.array([int(b) for _, b in fd.client_data.create_tf_dataset_for_client(cid)])
+            assert np.array_equal(np.bincount(labels, minlength=10), h)
+            assert np.array_equal(np.sort(labels), np.sort(tiny.y_train[p]))
+    assert iid.split == "iid" and skewed.split == "dirichlet(0.1)" and shards.split == "shards(2)"
+    # Dirichlet(0.1) and two label shards concentrate each client on few classes; IID does not.
+    assert skewed.classes_per_client().mean() < iid.classes_per_client().mean()
+    assert shards.classes_per_client().max() <= 4 < iid.classes_per_client().min()  # a shard spans <= 2 classes
+    assert list(iid.table().columns[:2]) == ["examples", tiny.class_names[0]]
+
+
+def test_client_dataset_repeats_local_epochs_shuffles_and_batches(tiny):
+    fd = client_data.federate(tiny, 5, seed=1)
+    cid, n = fd.client_ids[0], int(fd.sizes[0])
+    batches = list(fd.dataset(cid, local_epochs=3, batch_size=7, seed=3))
+    xs = np.concatenate([b[0].numpy() for b in batches])
+    ys = np.concatenate([b[1].numpy() for b in batches])
+    assert xs.shape == (3 * n, 28, 28, 1) and xs.dtype == np.float32
+    assert all(b[0].shape[0] == 7 for b in batches[:-1])
+    own = np.sort(tiny.y_train[fd.parts[0]])
+    for e in range(3):  # every local epoch is a full pass in a new order
+        assert np.array_equal(np.sort(ys[e * n:(e + 1) * n]), own)
+    assert not np.array_equal(ys[:n], ys[n:2 * n])
+
+
+def test_serializable_dataset_fn_matches_eager_dataset(tiny):
+    fd = client_data.federate(tiny, 4, alpha=0.5, seed=2)
+    cid = fd.client_ids[2]
+    fn = tf.function(lambda c: fd.client_data.serializable_dataset_fn(c).map(lambda x, y: y).reduce(
+        tf.constant(0, tf.int64), lambda a, b: a + b))
+    assert int(fn(tf.constant(cid))) == int(tiny.y_train[fd.parts[2]].sum())
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def test_bad_population_settings_fail_before_any_work(tiny):
+    with pytest.raises(ValueError, match="num_clients=0"):
+        client_data.federate(tiny, 0)
+    for alpha in (0, -1.0):
+        with pytest.raises(ValueError, match="alpha"):
+            client_data.federate(tiny, 4, alpha=alpha)
+    with pytest.raises(ValueError, match="alpha"):
+        FederatedConfig(alpha=0)
+    with pytest.raises(ValueError, match="clients_per_round=11"):
+        FedAvgConfig(num_clients=10, clients_per_round=11)
+    with pytest.raises(ValueError, match="num_clients=0"):
+        FedAvgConfig(num_clients=0)
+    with pytest.raises(ValueError, match=r"client\(s\) \[1\] hold no examples"):
+        client_data.from_parts(tiny.x_train, tiny.y_train, [np.arange(10), np.array([], int)])
+    with pytest.raises(ValueError, match="no clients"):
+        client_data.from_parts(tiny.x_train, tiny.y_train, [])
+    with pytest.raises(ValueError, match="local_epochs"):
+        ClientConfig(local_epochs=0)
+
+
+def test_run_rejects_more_clients_per_round_than_clients_before_any_round(tiny, mlp_task):
+    fd = client_data.federate(tiny, 3)
+    cfg = FedAvgConfig(num_clients=10, clients_per_round=5, rounds=1)
+    started = {w.pid for w in runtime.running_workers()}
+    # process=None: had any round started, this would fail differently
+    with pytest.raises(ValueError, match="clients_per_round=5 exceeds the 3 clients"):
+        loop.run(None, fd, cfg, task=mlp_task, progress=False)
+    assert {w.pid for w in runtime.running_workers()} <= started
+
+
+def test_model_fn_must_build_a_fresh_uncompiled_model():
+    shared = small_mlp()
+    with pytest.raises(ValueError, match="same model"):
+        algorithms.task(lambda: shared, (28, 28, 1), 10)
+
+    def compiled():
+        m = small_mlp()
+        m.compile(optimizer="sgd", loss="mse")
+        return m
+
+    with pytest.raises(ValueError, match="compiled"):
+        algorithms.task(compiled, (28, 28, 1), 10)
+    with pytest.raises(TypeError, match="builds a new Keras model"):
+        algorithms.task(shared, (28, 28, 1), 10)
+    with pytest.raises(ValueError, match="outputs"):
+        algorithms.task(lambda: ln.models.build_mlp((28, 28, 1), 3, hidden=(4,)), (28, 28, 1), 10)
+
+
+# ----------------------------------------------------------------------------------- accounting
+
+
+def test_dp_fedavg_epsilon_lies_between_the_exact_pld_value_and_the_classic_rdp_bound():
+    import dp_accounting
+    from dp_accounting import pld
+
+    z, delta = 1.2, 1e-5
+    eps = accounting.dp_fedavg_epsilon(z, 10, 10, 1, delta)  # every client every round: plain Gaussian
+    classic = min(a / (2 * z**2) + np.log(1 / delta) / (a - 1) for a in np.linspace(1.01, 200, 20000))
+    exact = pld.PLDAccountant().compose(dp_accounting.GaussianDpEvent(z)).get_epsilon(delta)
+    assert exact <= eps <= classic
+    assert eps == pytest.approx(exact, rel=0.25)
+
+
+def test_dp_fedavg_epsilon_grows_with_rounds_and_sampling_and_falls_with_noise():
+    curve = accounting.epsilon_curve(1.0, 10, 100, 20, 1e-4)
+    assert all(b > a for a, b in zip(curve, curve[1:]))
+    assert accounting.dp_fedavg_epsilon(2.0, 10, 100, 20, 1e-4) < curve[-1]
+    assert accounting.dp_fedavg_epsilon(1.0, 50, 100, 20, 1e-4) > curve[-1]
+    assert accounting.dp_fedavg_epsilon(1.0, 10, 100, 0, 1e-4) == 0
+    assert accounting.dp_fedavg_epsilon(0.0, 10, 100, 1, 1e-4) == float("inf")
+    with pytest.raises(ValueError, match="clients_per_round"):
+        accounting.dp_fedavg_epsilon(1.0, 200, 100, 1, 1e-4)
+    with pytest.raises(ValueError, match="delta"):
+        accounting.dp_fedavg_epsilon(1.0, 10, 100, 1, 0)
+
+
+# --------------------------------------------------------------------------------- TFF end to end
+
+
+@pytest.mark.slow
+def test_fedavg_learns_exports_a_keras_model_and_federated_eval_agrees(tiny, mlp_task):
+    fd = client_data.federate(tiny, 4, seed=0)
+    cfg = FedAvgConfig(num_clients=4, clients_per_round=2, rounds=3, eval_every=1, test_clients=2,
+                       client=ClientConfig(local_epochs=2, batch_size=10, learning_rate=0.1))
+    process = algorithms.fedavg(mlp_task, cfg)
+    evaluator = loop.Evaluator(mlp_task, tiny.x_test, tiny.y_test, test_clients=2)
+    run = loop.run(process, fd, cfg, task=mlp_task, evaluator=evaluator, name="t_fedavg", progress=False)
+    h = run.history
+    assert list(h["round"]) == [1, 2, 3] and h["test_accuracy"].notna().all()
+    assert h["train_loss"].iloc[-1] < h["train_loss"].iloc[0]
+    assert (h["examples"] == 2 * 2 * 150).all()  # 2 clients x 150 examples x E = 2
+    model = run.export_keras()
+    rep = ln.training.evaluate(model, tiny.x_test, tiny.y_test, class_names=tiny.class_names)
+    assert rep["accuracy"] == pytest.approx(run.test_accuracy, abs=1e-6)  # same model, two evaluators
+    assert rep["accuracy"] > 0.3  # 10 classes: chance is 0.1
+    for a, b in zip(model.trainable_weights, run.model_weights().trainable):
+        np.testing.assert_array_equal(a.numpy(), b)
+    # The same seeded run on a second worker process reached over gRPC (TFF's remote execution,
+    # here on 127.0.0.1) gives the same rounds: seeded sampling and shuffling, same computation.
+    with runtime.WorkerProcess() as remote:
+        far = loop.run(process, fd, cfg, task=mlp_task, name="t_remote", progress=False, tensorboard=False,
+                       address=remote.address)
+    assert not remote.alive
+    np.testing.assert_allclose(far.history["train_loss"], h["train_loss"], rtol=1e-5)
+    events = list((ln.reports.reports_dir() / "tensorboard" / "t_fedavg").glob("events.out.tfevents*"))
+    assert events, "no TensorBoard event file written"
+
+
+@pytest.mark.slow
+def test_dp_fedavg_fixed_clipping_bounds_the_global_update(tiny, mlp_task):
+    fd = client_data.federate(tiny, 4, seed=0)
+    fed = FedAvgConfig(num_clients=4, clients_per_round=4, rounds=1, client=ClientConfig(learning_rate=0.5))
+    dp = DPConfig(noise_multiplier=0.0, clipping="fixed", clip=0.01, fedavg=fed)
+    process = algorithms.dp_fedavg(mlp_task, dp)
+    with runtime.context():
+        state = process.initialize()
+        before = process.get_model_weights(state).trainable
+    run = loop.run(process, fd, fed, task=mlp_task, progress=False, tensorboard=False)
+    after = run.model_weights().trainable
+    norm = np.sqrt(sum(np.sum((np.asarray(a) - np.asarray(b)) ** 2) for a, b in zip(after, before)))
+    assert 0 < norm <= 0.01 * (1 + 1e-4)  # mean of updates clipped to 0.01, server lr 1
+
+
+@pytest.mark.slow
+def test_secure_aggregation_runs_in_test_context_and_server_sees_only_the_sum(tiny, mlp_task):
+    import tensorflow_federated as tff
+
+    sig = algorithms.secure_aggregation_signature(mlp_task)
+    assert sig["server_gets_only_aggregate"]
+    assert "federated_secure_sum_bitwidth" in sig["client_to_server"]
+    assert sig["client_value"].startswith("{") and sig["client_value"].endswith("}@CLIENTS")
+    assert sig["server_result"].endswith("@SERVER")
+    plain = algorithms.aggregation_signature(mlp_task, tff.aggregators.MeanFactory())
+    assert not plain["server_gets_only_aggregate"] and "federated_sum" in plain["client_to_server"]
+
+    cfg = FedAvgConfig(num_clients=3, clients_per_round=3, rounds=1, test_clients=2)
+    fd = client_data.federate(tiny, 3, seed=0)
+    process = algorithms.secure_fedavg(mlp_task, cfg)
+    evaluator = loop.Evaluator(mlp_task, tiny.x_test, tiny.y_test, test_clients=2)
+    run = loop.run(process, fd, cfg, task=mlp_task, evaluator=evaluator, context="test", progress=False,
+                   tensorboard=False)
+    assert np.isfinite(run.history["train_loss"]).all() and 0 <= run.test_accuracy <= 1
+
+
+def test_configs_for_every_mode_are_consistent():
+    for mode in ("smoke", "default", "full"):
+        cfg = federated(mode)
+        assert cfg.mode == mode
+        assert cfg.fedavg.clients_per_round <= cfg.fedavg.num_clients
+        assert max(cfg.clients_per_round_grid) <= cfg.fedavg.num_clients
+    full = federated("full")
+    assert (full.fedavg.num_clients, full.fedavg.clients_per_round, full.data.full) == (100, 10, True)
+    with pytest.raises(ValueError, match="mode"):
+        federated("huge")
+    assert replace(federated("smoke"), alpha=2.0).alpha == 2.0
