@@ -224,3 +224,21 @@ def test_canary_tff_own_default_context_leaves_an_orphan_holding_the_pipes():
             pass
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_computations_run_again_after_shutdown():
+    """shutdown() must not leave the default context pointing at the stopped worker's channel."""
+    import tensorflow as tf
+    import tensorflow_federated as tff
+
+    runtime.install_default()
+
+    @tff.tensorflow.computation(tf.int32)
+    def plus_one(x):
+        return x + 1
+
+    assert plus_one(1) == 2
+    runtime.shutdown()
+    assert plus_one(2) == 3  # a new worker starts behind a fresh default context
+    runtime.shutdown()
+    assert runtime.child_worker_pids() == []

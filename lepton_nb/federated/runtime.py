@@ -249,15 +249,16 @@ def _shared_stub():
     return worker().stub
 
 
-def install_default() -> None:
+def install_default(*, fresh: bool = False) -> None:
     """Replace TFF's own default context (unmanaged worker) by a native one on the shared worker.
 
     Idempotent and cheap: the worker starts at the first computation, not here. Every builder in
     :mod:`lepton_nb.federated` calls it, so a TFF computation invoked outside :func:`context` (e.g.
-    ``process.get_model_weights(state)``) also runs on the managed worker.
+    ``process.get_model_weights(state)``) also runs on the managed worker. ``fresh=True`` installs
+    a new context even if one is installed (its executors cache the stub of the worker they met).
     """
     global _INSTALLED
-    if _INSTALLED:
+    if _INSTALLED and not fresh:
         return
     from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 
@@ -319,6 +320,8 @@ def shutdown() -> int:
     for w in alive:
         w.stop()
     _DEFAULT = None
+    if _INSTALLED:  # the installed context's executors hold the stopped worker's channel
+        install_default(fresh=True)
     return len(alive)
 
 
