@@ -236,6 +236,7 @@ _ELSEWHERE = {
     "distributed": ("lepton_nb.distributed", "config"),  # imports TensorFlow
     "DPNotebookConfig": ("lepton_nb.privacy.config", "DPNotebookConfig"),
     "dp_notebook": ("lepton_nb.privacy.config", "dp_notebook"),
+    "differential_privacy": ("lepton_nb.privacy.config", "dp_notebook"),
     "ExplainConfig": ("lepton_nb.explain.config", "ExplainConfig"),
     "interpretability": ("lepton_nb.explain.config", "interpretability"),
     "FederatedConfig": ("lepton_nb.federated.config", "FederatedConfig"),

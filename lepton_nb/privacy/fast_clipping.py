@@ -1,0 +1,529 @@
+"""Fast per-example gradient clipping ("ghost norms") for the CNNs of :mod:`lepton_nb.models`.
+
+DP-SGD (Abadi et al. 2016) clips every example's gradient to norm C before summing. Materialising
+the per-example gradients of the whole model (what tensorflow-privacy's DP-Keras optimizers do with
+a Jacobian and a ``while_loop``) costs a backward pass per example. The ghost-norm idea
+(Goodfellow 2015, "Efficient per-example gradient computations"; Li et al. 2021, "Large Language
+Models Can Be Strong Differentially Private Learners"; Bu et al. 2022, "Scalable and Efficient
+Training of Large CNNs with Differential Privacy") needs only:
+
+1. one forward pass that keeps each trainable layer's input ``a`` and pre-activation output ``z``;
+2. one backward pass of the summed loss to the ``z``'s: ``g = dL/dz`` is example i's own gradient
+   in row i (examples do not interact: no batch normalization);
+3. per layer, the per-example squared norm of the weight gradient from ``a`` and ``g`` alone:
+
+   - Dense: ``|a_i|^2 |g_i|^2`` (+ ``|g_i|^2`` for the bias), as tensorflow-privacy's own Dense
+     function (Goodfellow 2015); for inputs with extra axes the cheaper of direct and ghost form.
+   - Conv2D: with the input patches ``P_i`` (positions x k*k*C_in) the weight gradient is
+     ``P_i^T g_i``. Its squared norm is computed either *directly* (the per-example kernel
+     gradients: cost ``T*D*O`` per example, T positions, D = k*k*C_in, O filters; for one input
+     channel from a single depthwise filter-gradient op with the batch as channels) or as a
+     *ghost* norm ``sum((P_i P_i^T) * (g_i g_i^T))`` (cost ``T^2 (D + O)``); the cheaper one is
+     chosen per layer (Bu et al. 2022, "mixed ghost clipping"). Bias: ``|sum_t g_it|^2``.
+   - GroupNormalization (axis -1): ``gamma`` gets ``sum_t xhat_it * g_it`` per channel, ``beta``
+     gets ``sum_t g_it``.
+
+4. the clipped sum ``sum_i c_i grad_i`` with ``c_i = min(1, C / |grad_i|)`` assembled layer by
+   layer from the same ``a``, ``g`` and per-example pieces ("book-keeping", Bu et al. 2023,
+   "Differentially Private Optimization on Large Model at Small Cost"), so no second backward
+   pass; a second backward pass of the reweighted loss on the same tape remains as the fallback
+   (``bookkeeping=False``, or a registry function without ``clipped_sum``).
+
+Measured on this machine (batch 128, 2 shared cores, median of repeats): one clipped-gradient step of the DP
+CNN 1.3x a plain gradient step with book-keeping, 2.1x with the second backward pass.
+
+The functions here follow tensorflow-privacy 0.9.0's layer-registry contract
+(``tensorflow_privacy.privacy.fast_gradient_clipping.layer_registry``), are inserted into its
+``LayerRegistry`` (our Dense function replaces its own, adding the book-keeping sum; its Embedding
+function is kept), and the model is traversed with its
+``gradient_clipping_utils.model_forward_pass``. The noise is the Gaussian mechanism of
+tensorflow-privacy's ``GaussianSumQuery`` (std ``noise_multiplier * C`` on the sum), drawn with a
+faster stateless sampler (:func:`gaussian_noise_sum`), and the accounting is dp_accounting's
+(:mod:`lepton_nb.privacy.accounting`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import tensorflow as tf
+
+__all__ = [
+    "DPModelError",
+    "FastDPModel",
+    "check_dp_model",
+    "clipped_gradient_sum",
+    "conv2d_layer_computation",
+    "conv_norm_form",
+    "gaussian_noise_sum",
+    "group_norm_layer_computation",
+    "make_layer_registry",
+    "per_example_gradient_norms",
+]
+
+
+class DPModelError(ValueError):
+    """A model cannot be trained with DP as it is; the message names the layer and the fix."""
+
+
+# ------------------------------------------------------------------------------ registry functions
+
+
+def _no_microbatches(num_microbatches) -> None:
+    if num_microbatches is not None:
+        raise NotImplementedError("lepton_nb's fast clipping clips single examples (num_microbatches=None)")
+
+
+def conv_norm_form(positions: int, patch_size: int, filters: int) -> str:
+    """"ghost" when ``T^2 (D + O) < T D O`` (few output positions, wide layers), else "direct"."""
+    return "ghost" if positions * (patch_size + filters) < patch_size * filters else "direct"
+
+
+class _LinearNorms:
+    """Per-example norms and clipped sums of a layer ``z_t = a_t W (+ b)`` over positions t.
+
+    Called with ``g = dL/dz`` it returns the per-example squared norms (B,) of the gradients of
+    ``W`` (and ``b``) — the tensorflow-privacy ``sqr_norm_fn`` contract — and keeps what
+    :meth:`clipped_sum` needs to form ``sum_i c_i grad_i`` without another backward pass
+    (book-keeping, Bu et al. 2023).
+
+    ``a_fn`` returns the inputs as (B, T, D); ``per_example_fn(g)``, when given, returns the
+    per-example weight gradients (B, D, O) directly (the Conv2D depthwise trick).
+    """
+
+    def __init__(self, a_fn, kernel_shape, use_bias: bool, form: str, per_example_fn=None):
+        self.a_fn, self.kernel_shape, self.use_bias, self.form = a_fn, kernel_shape, use_bias, form
+        self.per_example_fn = per_example_fn
+
+    def __call__(self, g: tf.Tensor) -> tf.Tensor:
+        b = tf.shape(g)[0]
+        o = int(g.shape[-1])
+        gg = tf.reshape(g, [b, -1, o])
+        self._g = gg
+        if self.form == "direct":
+            w = self.per_example_fn(g) if self.per_example_fn is not None else \
+                tf.matmul(self.a_fn(), gg, transpose_a=True)  # (B, D, O)
+            self._w = w
+            sq = tf.reduce_sum(tf.square(w), axis=[1, 2])
+        elif self.form == "vector":  # one position: |a|^2 |g|^2
+            a = self.a_fn()
+            self._a = a
+            sq = tf.reduce_sum(tf.square(a), axis=[1, 2]) * tf.reduce_sum(tf.square(gg), axis=[1, 2])
+        else:  # ghost: (T x T) Gram matrices
+            a = self.a_fn()
+            self._a = a
+            sq = tf.reduce_sum(tf.matmul(a, a, transpose_b=True) * tf.matmul(gg, gg, transpose_b=True), axis=[1, 2])
+        if self.use_bias:
+            self._s = tf.reduce_sum(gg, axis=1)  # (B, O)
+            sq += tf.reduce_sum(tf.square(self._s), axis=1)
+        return sq
+
+    def clipped_sum(self, c: tf.Tensor) -> list[tf.Tensor]:
+        """``[sum_i c_i dW_i, (sum_i c_i db_i)]`` after :meth:`__call__`; ``c`` (B,)."""
+        c = tf.cast(c, self._g.dtype)
+        if self.form == "direct":
+            w = tf.tensordot(c, self._w, axes=1)
+        else:
+            d = int(self._a.shape[-1])
+            w = tf.matmul(tf.reshape(self._a, [-1, d]), tf.reshape(self._g * c[:, None, None], [-1, self._g.shape[-1]]),
+                          transpose_a=True)
+        out = [tf.reshape(w, self.kernel_shape)]
+        if self.use_bias:
+            out.append(tf.tensordot(c, self._s, axes=1))
+        return out
+
+
+def _linear_call(layer, x, tape: tf.GradientTape):
+    """``z = x W + b`` watched on ``tape`` (before the activation is applied), and the output."""
+    act = layer.activation
+    layer.activation = None
+    try:
+        z = layer(x)
+    finally:
+        layer.activation = act
+    tape.watch(z)
+    return z, (act(z) if act is not None else z)
+
+
+def dense_layer_computation(layer: tf.keras.layers.Dense, input_args: Sequence[Any],
+                            input_kwargs: Mapping[str, Any], tape: tf.GradientTape, num_microbatches=None):
+    """tensorflow-privacy registry function for ``tf.keras.layers.Dense`` (any input rank).
+
+    Per-example squared norm ``|a_i|^2 |g_i|^2`` for 2-D inputs (Goodfellow 2015); for inputs
+    with extra axes the cheaper of the direct and ghost forms. Same norms as tensorflow-privacy's
+    own Dense function, plus the book-keeping clipped sum.
+    """
+    _no_microbatches(num_microbatches)
+    if input_kwargs:
+        raise NotImplementedError(f"Dense {layer.name!r} called with keyword arguments {sorted(input_kwargs)}")
+    (x,) = input_args
+    z, outputs = _linear_call(layer, x, tape)
+    d, o = int(x.shape[-1]), layer.units
+    t = 1
+    for dim in x.shape[1:-1]:
+        t *= int(dim)
+    form = "vector" if t == 1 else conv_norm_form(t, d, o)
+    norms = _LinearNorms(lambda: tf.reshape(x, [tf.shape(x)[0], t, d]), [d, o], layer.use_bias, form)
+    return z, outputs, norms
+
+
+def conv2d_layer_computation(layer: tf.keras.layers.Conv2D, input_args: Sequence[Any],
+                             input_kwargs: Mapping[str, Any], tape: tf.GradientTape, num_microbatches=None):
+    """tensorflow-privacy registry function for ``tf.keras.layers.Conv2D`` (groups 1, channels last).
+
+    Returns ``(z, outputs, sqr_norm_fn)``: ``z`` (B, H', W', O) the pre-activation output watched
+    on ``tape``, ``outputs`` the layer's output, and ``sqr_norm_fn(dL/dz) -> (B,)`` per-example
+    squared norms of the kernel and bias gradients: direct (per-example kernel gradients from
+    input patches, or for one input channel from a depthwise filter gradient with the batch as
+    channels) or ghost (patch and output-gradient Gram matrices), whichever is cheaper.
+    """
+    _no_microbatches(num_microbatches)
+    if input_kwargs:
+        raise NotImplementedError(f"Conv2D {layer.name!r} called with keyword arguments {sorted(input_kwargs)}")
+    (x,) = input_args
+    z, outputs = _linear_call(layer, x, tape)
+    kh, kw = layer.kernel_size
+    sh, sw = layer.strides
+    dh, dw = layer.dilation_rate
+    cin = int(x.shape[-1])
+    d, o = kh * kw * cin, layer.filters
+    t = int(z.shape[1]) * int(z.shape[2])
+    padding = layer.padding.upper()
+
+    def patches() -> tf.Tensor:
+        p = tf.image.extract_patches(x, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1], rates=[1, dh, dw, 1],
+                                     padding=padding)
+        return tf.reshape(p, [tf.shape(x)[0], t, d])
+
+    per_example = None
+    if cin == 1:  # batch as channels: one depthwise filter gradient gives every example's kernel gradient
+        def per_example(g: tf.Tensor) -> tf.Tensor:
+            h, w = int(x.shape[1]), int(x.shape[2])
+            xb = tf.reshape(tf.transpose(x, [3, 1, 2, 0]), [1, h, w, -1])  # (1, H, W, B)
+            gb = tf.transpose(g, [1, 2, 0, 3])  # (H', W', B, O)
+            gb = tf.reshape(gb, [1, int(g.shape[1]), int(g.shape[2]), -1])  # (1, H', W', B*O)
+            f = tf.compat.v1.nn.depthwise_conv2d_native_backprop_filter(
+                xb, tf.stack([kh, kw, tf.shape(x)[0], o]), gb, [1, sh, sw, 1], padding, dilations=[1, dh, dw, 1])
+            return tf.transpose(tf.reshape(f, [kh * kw, -1, o]), [1, 0, 2])  # (B, k*k, O)
+
+    norms = _LinearNorms(patches, [kh, kw, cin, o], layer.use_bias, conv_norm_form(t, d, o), per_example)
+    return z, outputs, norms
+
+
+def _group_normalized(layer: tf.keras.layers.GroupNormalization, x: tf.Tensor) -> tf.Tensor:
+    """``xhat`` of a channels-last GroupNormalization, shape of ``x`` (before gamma and beta)."""
+    c = int(x.shape[-1])
+    groups = layer.groups
+    shape = tf.shape(x)
+    grouped = tf.reshape(x, tf.concat([shape[:-1], [groups, c // groups]], axis=0))
+    axes = list(range(1, x.shape.rank - 1)) + [x.shape.rank]
+    mean, var = tf.nn.moments(grouped, axes=axes, keepdims=True)
+    xhat = (grouped - mean) * tf.math.rsqrt(var + tf.cast(layer.epsilon, x.dtype))
+    return tf.reshape(xhat, shape)
+
+
+class _GroupNormNorms:
+    """Per-example norms and clipped sums of GroupNormalization's gamma and beta."""
+
+    def __init__(self, layer, xhat):
+        self.layer, self.xhat = layer, xhat
+
+    def __call__(self, g: tf.Tensor) -> tf.Tensor:
+        positions = list(range(1, g.shape.rank - 1))
+        self._parts = []
+        if self.layer.scale:
+            self._parts.append(tf.reduce_sum(self.xhat * g, axis=positions))  # (B, C)
+        if self.layer.center:
+            self._parts.append(tf.reduce_sum(g, axis=positions))
+        return tf.add_n([tf.reduce_sum(tf.square(p), axis=1) for p in self._parts])
+
+    def clipped_sum(self, c: tf.Tensor) -> list[tf.Tensor]:
+        return [tf.tensordot(tf.cast(c, p.dtype), p, axes=1) for p in self._parts]
+
+
+def group_norm_layer_computation(layer: tf.keras.layers.GroupNormalization, input_args: Sequence[Any],
+                                 input_kwargs: Mapping[str, Any], tape: tf.GradientTape, num_microbatches=None):
+    """tensorflow-privacy registry function for ``tf.keras.layers.GroupNormalization`` (axis -1).
+
+    The output ``y = gamma * xhat + beta`` (computed here, as Keras does, from the per-example
+    group statistics) is watched; per-example squared gradient norms are
+    ``|sum_t xhat_t * g_t|^2`` (gamma) plus ``|sum_t g_t|^2`` (beta), sums over positions t.
+    """
+    _no_microbatches(num_microbatches)
+    (x,) = input_args
+    if not layer.built:
+        layer.build(x.shape)
+    xhat = _group_normalized(layer, x)
+    y = xhat
+    if layer.scale:
+        y = y * tf.cast(layer.gamma, x.dtype)
+    if layer.center:
+        y = y + tf.cast(layer.beta, x.dtype)
+    tape.watch(y)
+    return y, y, _GroupNormNorms(layer, xhat)
+
+
+def make_layer_registry():
+    """tensorflow-privacy's registry: its Embedding function, and ours for Dense, Conv2D, GroupNormalization."""
+    from tensorflow_privacy.privacy.fast_gradient_clipping import layer_registry as lr
+
+    registry = lr.make_default_layer_registry()
+    registry.insert(tf.keras.layers.Dense, dense_layer_computation)
+    registry.insert(tf.keras.layers.Conv2D, conv2d_layer_computation)
+    registry.insert(tf.keras.layers.GroupNormalization, group_norm_layer_computation)
+    return registry
+
+
+# ----------------------------------------------------------------------------------- model checks
+
+
+def _walk(model: tf.keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.Model):
+            yield from _walk(layer)
+        else:
+            yield layer
+
+
+def check_dp_model(model: tf.keras.Model, *, fast: bool = True, registry=None) -> None:
+    """Refuse models DP-SGD cannot train correctly, naming the layer and the fix; cheap.
+
+    - BatchNormalization mixes the examples of a batch (each example's output depends on the
+      others), so per-example gradients and their clipping lose their meaning: refused on both
+      paths, with GroupNormalization (per example) suggested.
+    - Fast path: every layer with trainable weights must be in the registry (Dense, Embedding,
+      Conv2D, GroupNormalization), the model functional, Conv2D channels-last with groups 1,
+      GroupNormalization on the last axis.
+
+    Raises:
+        DPModelError: naming the first offending layer.
+    """
+    for layer in _walk(model):
+        if isinstance(layer, tf.keras.layers.BatchNormalization) or "BatchNorm" in type(layer).__name__:
+            raise DPModelError(
+                f"layer {layer.name!r} is {type(layer).__name__}: it normalizes with statistics of the whole "
+                "batch, so an example's gradient depends on the others and per-example clipping does not bound "
+                "its influence. Use GroupNormalization instead, e.g. "
+                "ln.models.build_cnn(CNNConfig(norm='group', activation='tanh')).")
+    if not fast:
+        return
+    from tensorflow_privacy.privacy.fast_gradient_clipping import gradient_clipping_utils as gcu
+
+    if not gcu.has_internal_compute_graph(model):
+        raise DPModelError(f"model {model.name!r} is a subclassed model: the fast path needs a functional or "
+                           "Sequential model (built with tf.keras.Input); use path='stock' for others")
+    registry = registry or make_layer_registry()
+    for layer in _walk(model):
+        if not layer.trainable_weights:
+            continue
+        if len(getattr(layer, "_inbound_nodes", ())) > 1:
+            raise DPModelError(f"layer {layer.name!r} is called more than once (shared weights): per-layer gradient "
+                               "norms would miss the cross terms; use path='stock'")
+        if not registry.is_elem(layer):
+            raise DPModelError(
+                f"layer {layer.name!r} ({type(layer).__name__}) has trainable weights but no fast per-example "
+                "gradient norm (supported: Dense, Embedding, Conv2D, GroupNormalization): replace it, or train "
+                "with path='stock' (tensorflow-privacy's per-example optimizer, much slower)")
+        if isinstance(layer, tf.keras.layers.Conv2D):
+            if layer.data_format != "channels_last" or layer.groups != 1:
+                raise DPModelError(f"Conv2D {layer.name!r}: the fast path supports channels_last and groups=1 only "
+                                   f"(got {layer.data_format}, groups={layer.groups}); use path='stock'")
+        if isinstance(layer, tf.keras.layers.GroupNormalization) and layer.axis not in (-1, len(layer.input_shape) - 1):
+            raise DPModelError(f"GroupNormalization {layer.name!r}: the fast path supports axis=-1 only")
+
+
+# ---------------------------------------------------------------------------------- the clipping
+
+
+def _generator_fn(tape: tf.GradientTape, registry):
+    """tensorflow-privacy's registry generator, also passing ``training=True`` (dropout on)."""
+
+    def generator_fn(layer, args, kwargs):
+        if getattr(layer, "_expects_training_arg", False) and "training" not in kwargs:
+            kwargs = {**kwargs, "training": True}
+        if not layer.trainable_variables:
+            return layer(*args, **kwargs), None
+        if not registry.is_elem(layer):
+            raise DPModelError(f"layer {layer.name!r} ({type(layer).__name__}) is not in the fast-clipping registry")
+        kwargs = {k: v for k, v in kwargs.items() if k != "training"}
+        z, outputs, sqr_norm_fn = registry.lookup(layer)(layer, args, kwargs, tape, None)
+        return outputs, (z, sqr_norm_fn, layer.trainable_weights)
+
+    return generator_fn
+
+
+def _per_example_loss(y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    return tf.keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+
+
+def clipped_gradient_sum(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor, l2_norm_clip: float, *,
+                         registry=None, loss_fn=_per_example_loss, bookkeeping: bool = True):
+    """Sum over the batch of per-example gradients, each clipped to norm ``l2_norm_clip``.
+
+    One forward pass and one backward pass to the layers' pre-activation outputs give the
+    per-example norms; the clipped sum is then formed layer by layer from the same quantities
+    (book-keeping, Bu et al. 2023), or, when ``bookkeeping=False`` or a layer's registry function
+    lacks it, by a second backward pass of the reweighted loss on the same tape.
+
+    Args:
+        model: a functional logits model whose trainable layers are in ``registry``.
+        x: images (B, H, W, C); B may be 0 or vary between calls (Poisson sampling).
+        y: int labels (B,).
+        l2_norm_clip: C.
+        loss_fn: ``(y, logits) -> (B,)`` per-example losses.
+
+    Returns:
+        ``(grads, norms, logits, losses)``: one tensor per ``model.trainable_variables`` holding
+        ``sum_i min(1, C/|g_i|) g_i``; ``norms`` (B,) the unclipped per-example gradient norms;
+        logits (B, K); losses (B,).
+    """
+    from tensorflow_privacy.privacy.fast_gradient_clipping import gradient_clipping_utils as gcu
+
+    registry = registry or make_layer_registry()
+    variables = model.trainable_variables
+    with tf.GradientTape(persistent=not bookkeeping, watch_accessed_variables=False) as tape:
+        if not bookkeeping:
+            tape.watch(variables)
+        logits, generated = gcu.model_forward_pass(model, x, generator_fn=_generator_fn(tape, registry))
+        losses = loss_fn(y, logits)
+    generated = [g for g in generated if g is not None]
+    bookkeeping = bookkeeping and all(hasattr(fn, "clipped_sum") for _, fn, _ in generated)
+    z_grads = tape.gradient(losses, [z for z, _, _ in generated], unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    sq = tf.add_n([fn(g) for (_, fn, _), g in zip(generated, z_grads)])
+    norms = tf.sqrt(tf.maximum(sq, 0))
+    clip = tf.cast(l2_norm_clip, norms.dtype)
+    weights = clip / tf.maximum(clip, norms)
+    if bookkeeping:
+        by_var = {}
+        for _, fn, layer_weights in generated:
+            for w, grad in zip(layer_weights, fn.clipped_sum(weights)):
+                by_var[w.ref()] = by_var[w.ref()] + grad if w.ref() in by_var else grad
+        missing = [v.name for v in variables if v.ref() not in by_var]
+        if missing:
+            raise DPModelError(f"no per-example gradient for variables {missing}: their layers are not in the registry")
+        grads = [tf.cast(by_var[v.ref()], v.dtype) for v in variables]
+    else:
+        grads = tape.gradient(losses, variables, output_gradients=weights,
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    del tape
+    return grads, norms, logits, losses
+
+
+def per_example_gradient_norms(model: tf.keras.Model, x, y, *, registry=None) -> tf.Tensor:
+    """Per-example gradient norms (B,) of the cross-entropy, by the ghost-norm pass (no clipping)."""
+    _, norms, _, _ = clipped_gradient_sum(model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), 1.0,
+                                          registry=registry)
+    return norms
+
+
+def gaussian_noise_sum(grads: Sequence[tf.Tensor], stddev: tf.Tensor, seed: tf.Tensor) -> list[tf.Tensor]:
+    """``grads`` plus i.i.d. N(0, stddev^2) noise: the Gaussian mechanism of tensorflow-privacy's
+    ``GaussianSumQuery.get_noised_result``, sampled with one stateless op for all variables.
+
+    tensorflow-privacy draws with ``tf.random_normal_initializer``, a stateful op that took 5.3 ms
+    per step for the seed CNN's 0.8 M weights here (as long as the whole non-private step);
+    ``tf.random.stateless_normal`` takes 0.2 ms. ``seed`` (2,) must be secret and change every
+    step (:class:`FastDPModel` draws it with :mod:`secrets` and counts steps). Like
+    tensorflow-privacy's, the generator is not cryptographically secure (floating-point attacks on
+    the Gaussian mechanism, Mironov 2012, are out of scope here as there).
+    """
+    sizes = [int(_num_elements(g.shape)) for g in grads]
+    noise = tf.random.stateless_normal([sum(sizes)], seed=seed, dtype=tf.float32) * tf.cast(stddev, tf.float32)
+    parts = tf.split(noise, sizes)
+    return [g + tf.cast(tf.reshape(n, tf.shape(g)), g.dtype) for g, n in zip(grads, parts)]
+
+
+def _num_elements(shape) -> int:
+    out = 1
+    for d in shape:
+        out *= int(d)
+    return out
+
+
+# ----------------------------------------------------------------------------------- Keras model
+
+
+class FastDPModel(tf.keras.Model):
+    """DP-SGD with fast per-example clipping, wrapping a functional logits model.
+
+    Each step: clipped gradient sum (:func:`clipped_gradient_sum`), plus Gaussian noise of std
+    ``noise_multiplier * l2_norm_clip`` (:func:`gaussian_noise_sum`, the ``GaussianSumQuery``
+    mechanism with a faster sampler), divided by
+    the *expected* batch size (not the realised one, whose size would itself leak under Poisson
+    sampling), then any Keras optimizer (Adam here). Batches may vary in size.
+
+    Args:
+        model: functional logits model (checked by :func:`check_dp_model`).
+        l2_norm_clip: C > 0.
+        noise_multiplier: sigma >= 0; a variable (``self.noise_multiplier``) so a schedule can
+            change it per epoch (:class:`lepton_nb.privacy.schedules.NoiseScheduleCallback`).
+        expected_batch_size: B, the divisor of the noisy sum.
+        noise_seed: seed of the noise; ``None`` (default) draws a secret one with :mod:`secrets`.
+            Fix it only for tests.
+
+    The loss and accuracy Keras logs are computed on the training batches and are not privatized
+    (as in every DP-Keras training); ``clipped`` is the fraction of examples whose gradient was
+    clipped, a diagnostic that is not privatized either.
+    """
+
+    def __init__(self, model: tf.keras.Model, *, l2_norm_clip: float, noise_multiplier: float,
+                 expected_batch_size: int, noise_seed: int | None = None, name: str | None = None):
+        if not l2_norm_clip > 0:
+            raise DPModelError(f"l2_norm_clip={l2_norm_clip}: must be > 0")
+        if not noise_multiplier >= 0:
+            raise DPModelError(f"noise_multiplier={noise_multiplier}: must be >= 0")
+        if expected_batch_size < 1:
+            raise DPModelError(f"expected_batch_size={expected_batch_size}: must be >= 1")
+        check_dp_model(model, fast=True)
+        super().__init__(name=name or f"dp_{model.name}")
+        self.inner = model
+        self.l2_norm_clip = float(l2_norm_clip)
+        self.expected_batch_size = int(expected_batch_size)
+        self.noise_multiplier = tf.Variable(float(noise_multiplier), trainable=False, dtype=tf.float32,
+                                            name="noise_multiplier")
+        if noise_seed is None:  # secret by default: whoever knows the seed can subtract the noise
+            import secrets
+
+            noise_seed = secrets.randbits(62)
+        self._noise_seed = tf.constant(int(noise_seed), tf.int64)
+        self._noise_step = tf.Variable(0, trainable=False, dtype=tf.int64, name="noise_step")
+        self._registry = make_layer_registry()
+        self._clipped = tf.keras.metrics.Mean(name="clipped")
+
+    def call(self, inputs, training=False):
+        return self.inner(inputs, training=training)
+
+    @property
+    def metrics(self):
+        return [*super().metrics, self._clipped]
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        logs.pop("clipped", None)  # a training diagnostic only
+        return logs
+
+    def train_step(self, data):
+        x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
+        if sample_weight is not None:
+            raise DPModelError("sample weights are not supported under DP-SGD here")
+        variables = self.inner.trainable_variables
+
+        def clipped():
+            grads, norms, logits, _ = clipped_gradient_sum(self.inner, x, y, self.l2_norm_clip, registry=self._registry)
+            return grads, norms, logits
+
+        def empty():  # Poisson sampling can draw no example (probability (1 - q)^N): the sum is zero
+            k = self.inner.output_shape[-1]
+            return ([tf.zeros_like(v) for v in variables], tf.zeros([0], x.dtype), tf.zeros([0, k], x.dtype))
+
+        grads, norms, logits = tf.cond(tf.shape(x)[0] > 0, clipped, empty)
+        stddev = self.noise_multiplier * self.l2_norm_clip
+        noised = gaussian_noise_sum(grads, stddev, tf.stack([self._noise_seed, self._noise_step]))
+        self._noise_step.assign_add(1)
+        scale = 1.0 / self.expected_batch_size
+        grads = [g * tf.cast(scale, g.dtype) for g in noised]
+        self.optimizer.apply_gradients(zip(grads, variables))
+        self.compiled_loss(y, logits, regularization_losses=self.inner.losses)
+        self.compiled_metrics.update_state(y, logits)
+        self._clipped.update_state(tf.cast(norms > self.l2_norm_clip, tf.float32))
+        return {m.name: m.result() for m in self.metrics}

@@ -1,0 +1,67 @@
+"""The stock path: tensorflow-privacy 0.9.0's DP-Keras optimizers, with their traps handled up front.
+
+``DPKerasAdamOptimizer`` / ``DPKerasSGDOptimizer`` (Abadi et al. 2016) compute the Jacobian of the
+per-microbatch losses and clip each microbatch's gradient in a ``while_loop``: correct, but about
+as slow as one backward pass per example (STACK.md measured about 36x plain Keras). Their traps:
+
+- the loss must be per example (``reduction=NONE``); a reduced loss silently trains with one
+  microbatch, i.e. without per-example clipping;
+- every batch must be divisible by ``num_microbatches``: a ragged last batch crashes deep inside
+  with "Input to reshape is a tensor with 48 values, but the requested shape requires a multiple
+  of 64". :func:`check_batches` refuses such settings before training and the shuffle pipeline
+  drops the ragged end;
+- the noisy sum is divided by ``num_microbatches`` (the realised batch), which is why the stock
+  path is used with fixed batches ("shuffle" sampling) only.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from lepton_nb.privacy.accounting import PrivacyError
+
+__all__ = ["check_batches", "compile_stock", "make_stock_optimizer"]
+
+
+def check_batches(num_examples: int, batch_size: int, num_microbatches: int | None) -> int:
+    """The microbatch count to use; raises before training when batches cannot be split.
+
+    Returns:
+        ``num_microbatches`` (``batch_size`` when ``None``: one example per microbatch).
+    """
+    if not 1 <= batch_size <= num_examples:
+        raise PrivacyError(f"batch_size={batch_size} is not in [1, {num_examples}]: use a batch no larger than "
+                           "the data")
+    mb = batch_size if num_microbatches is None else num_microbatches
+    if mb < 1 or batch_size % mb:
+        raise PrivacyError(f"batch_size={batch_size} is not divisible by num_microbatches={mb}: tensorflow-privacy "
+                           "reshapes every batch into microbatches and would crash mid-training; choose a divisor "
+                           "(or None for one example per microbatch)")
+    return mb
+
+
+def make_stock_optimizer(*, l2_norm_clip: float, noise_multiplier: float, num_microbatches: int,
+                         learning_rate: float, optimizer: str = "adam") -> tf.keras.optimizers.Optimizer:
+    """``DPKerasAdamOptimizer`` (or ``DPKerasSGDOptimizer`` with momentum 0.9 for "sgd")."""
+    from tensorflow_privacy import DPKerasAdamOptimizer, DPKerasSGDOptimizer
+
+    if not l2_norm_clip > 0:
+        raise PrivacyError(f"l2_norm_clip={l2_norm_clip}: must be > 0")
+    if not noise_multiplier >= 0:
+        raise PrivacyError(f"noise_multiplier={noise_multiplier}: must be >= 0")
+    kwargs = dict(l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier, num_microbatches=num_microbatches,
+                  learning_rate=learning_rate)
+    if optimizer == "sgd":
+        return DPKerasSGDOptimizer(momentum=0.9, **kwargs)
+    return DPKerasAdamOptimizer(**kwargs)
+
+
+def compile_stock(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.Model:
+    """Compile a logits model for the stock path: per-example cross-entropy (``reduction=NONE``)."""
+    model.compile(
+        optimizer=optimizer,
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                           reduction=tf.keras.losses.Reduction.NONE),
+        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    return model

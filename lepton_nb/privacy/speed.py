@@ -1,0 +1,89 @@
+"""Epoch time of non-private training and of the DP paths, same model, data and batch, one run.
+
+Used by notebook 03 and ``benchmarks/bench_privacy.py``. Every path trains the same freshly seeded
+model on the same fixed batches (a shuffled epoch, ragged end dropped, so the stock optimizer's
+microbatches divide every batch); the first epoch (tracing) is reported apart from the
+steady-state epochs. ``fast_poisson`` is the fast path fed by the Poisson pipeline instead.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Callable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["PATHS", "epoch_times", "ratios"]
+
+PATHS = ("nonprivate", "fast", "stock", "fast_poisson")
+
+
+def epoch_times(model_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.ndarray, *, batch_size: int = 64,
+                paths: Sequence[str] = ("nonprivate", "fast", "stock"), epochs: int = 2, l2_norm_clip: float = 1.0,
+                noise_multiplier: float = 1.0, learning_rate: float = 1e-3, seed: int = 0,
+                max_steps: dict[str, int] | None = None) -> dict[str, dict]:
+    """Wall time of each epoch for each path.
+
+    Args:
+        model_fn: returns a fresh functional logits model.
+        x, y: training images (N, H, W, C) and labels (N,).
+        paths: any of :data:`PATHS`.
+        epochs: epochs per path; the first is the warm-up (tracing), the rest steady state.
+        max_steps: ``{path: k}`` times only the first k steps of each epoch of that path (the
+            stock path takes seconds per step) and scales the time to a full epoch; the result
+            says so in ``timed_steps``.
+
+    Returns:
+        ``{path: {"warmup": s, "epochs": [s, ...], "median": s, "min": s, "max": s, "steps": k,
+        "timed_steps": k', "images_per_s": r}}``, epoch times in seconds per full epoch.
+    """
+    from lepton_nb.privacy.fast_clipping import FastDPModel
+    from lepton_nb.privacy.optimizers import check_batches, compile_stock, make_stock_optimizer
+    from lepton_nb.privacy.sampling import poisson_pipeline, shuffle_pipeline
+    from lepton_nb.training import EpochTimer, compile_model, set_seed
+    from lepton_nb.config import TrainConfig
+
+    if epochs < 2:
+        raise ValueError(f"epochs={epochs}: need a warm-up epoch and at least one timed epoch")
+    unknown = set(paths) - set(PATHS)
+    if unknown:
+        raise ValueError(f"unknown paths {sorted(unknown)}: choose from {PATHS}")
+    check_batches(len(x), batch_size, None)
+    out = {}
+    for path in paths:
+        set_seed(seed)
+        model = model_fn()
+        if path == "poisson" or path == "fast_poisson":
+            ds, steps = poisson_pipeline(x, y, batch_size, seed=seed)
+        else:
+            ds, steps = shuffle_pipeline(x, y, batch_size, seed=seed)
+        if path == "nonprivate":
+            trainer = compile_model(model, TrainConfig(learning_rate=learning_rate))
+        elif path in ("fast", "fast_poisson"):
+            trainer = FastDPModel(model, l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier,
+                                  expected_batch_size=batch_size)
+            trainer.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
+                            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                            metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        else:
+            trainer = compile_stock(model, make_stock_optimizer(l2_norm_clip=l2_norm_clip,
+                                                                noise_multiplier=noise_multiplier,
+                                                                num_microbatches=batch_size,
+                                                                learning_rate=learning_rate))
+        timed = min(steps, (max_steps or {}).get(path, steps))
+        timer = EpochTimer()
+        trainer.fit(ds.repeat() if path != "fast_poisson" else ds, steps_per_epoch=timed, epochs=epochs,
+                    callbacks=[timer], verbose=0)
+        steady = [s * steps / timed for s in timer.seconds[1:]]
+        med = statistics.median(steady)
+        out[path] = {"warmup": timer.seconds[0], "epochs": steady, "median": med, "min": min(steady),
+                     "max": max(steady), "steps": steps, "timed_steps": timed, "images_per_s": steps * batch_size / med}
+    return out
+
+
+def ratios(times: dict[str, dict]) -> dict[str, float]:
+    """``<a>_vs_<b>`` = median steady-state epoch time of a / of b, for the paths measured."""
+    names = [("fast", "nonprivate"), ("stock", "nonprivate"), ("stock", "fast"), ("fast_poisson", "nonprivate")]
+    return {f"{a}_vs_{b}": round(times[a]["median"] / times[b]["median"], 3)
+            for a, b in names if a in times and b in times}

@@ -1,0 +1,189 @@
+"""The fast per-example clipping path against tensorflow-privacy's stock DP-Keras clipping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+pytest.importorskip("tensorflow_privacy")
+
+from lepton_nb.privacy import fast_clipping as fc  # noqa: E402
+
+CLIP = 4.0  # between the float32 per-example norms (about 3.6 to 5.1): some clipped, some not
+
+
+@pytest.fixture()
+def float64():
+    tf.keras.backend.set_floatx("float64")
+    yield
+    tf.keras.backend.set_floatx("float32")
+
+
+def _every_layer_model():
+    """Conv2D in all three norm forms (depthwise for one input channel, direct, ghost), with and
+    without bias, GroupNormalization, Dense on 2-D and 3-D inputs, Dropout (rate 0) and pooling."""
+    L = tf.keras.layers
+    tf.keras.utils.set_random_seed(1)
+    inp = tf.keras.Input((12, 12, 1))
+    h = L.Conv2D(4, 3, padding="same", activation="tanh", name="conv_depthwise")(inp)     # C_in = 1
+    h = L.Conv2D(6, 3, padding="same", use_bias=False, name="conv_direct")(h)             # T=144: direct
+    h = L.GroupNormalization(groups=3, name="gn")(h)
+    h = L.Activation("tanh")(h)
+    h = L.MaxPooling2D(4)(h)                                                              # 3x3
+    h = L.Conv2D(16, 3, strides=2, padding="valid", activation="relu", name="conv_ghost")(h)  # T=1
+    h = L.Reshape((4, 4))(h)
+    h = L.Dense(5, activation="tanh", name="dense_3d")(h)                                 # (B, 4, 5)
+    h = L.Flatten()(h)
+    h = L.Dropout(0.0)(h)
+    out = L.Dense(3, name="logits")(h)
+    return tf.keras.Model(inp, out)
+
+
+def _data(n=6):
+    rng = np.random.default_rng(0)
+    return rng.random((n, 12, 12, 1)), rng.integers(0, 3, n)
+
+
+def _stock_mean_gradient(model, x, y):
+    from tensorflow_privacy import DPKerasSGDOptimizer
+
+    opt = DPKerasSGDOptimizer(l2_norm_clip=CLIP, noise_multiplier=0.0, num_microbatches=len(x), learning_rate=1.0)
+    tape = tf.GradientTape()
+    with tape:
+        losses = tf.keras.losses.sparse_categorical_crossentropy(y, model(x, training=True), from_logits=True)
+    return [g.numpy() for g, _ in opt._compute_gradients(losses, model.trainable_variables, tape=tape)]
+
+
+def test_norm_forms_are_all_exercised(float64):
+    model = _every_layer_model()
+    assert fc.conv_norm_form(144, 36, 6) == "direct"
+    assert fc.conv_norm_form(1, 54, 16) == "ghost"
+    assert model.get_layer("conv_depthwise").input_shape[-1] == 1
+
+
+def test_per_example_norms_match_per_example_gradients(float64):
+    model = _every_layer_model()
+    x, y = _data()
+    norms = fc.per_example_gradient_norms(model, x, y).numpy()
+    ref = []
+    for i in range(len(x)):
+        with tf.GradientTape() as t:
+            loss = tf.keras.losses.sparse_categorical_crossentropy(y[i:i + 1], model(x[i:i + 1], training=True),
+                                                                   from_logits=True)
+        ref.append(np.sqrt(sum(np.sum(g.numpy() ** 2) for g in t.gradient(loss, model.trainable_variables))))
+    np.testing.assert_allclose(norms, ref, rtol=1e-8)
+
+
+@pytest.mark.parametrize("bookkeeping", [True, False])
+def test_fast_clipped_mean_equals_stock_with_noise_zero(bookkeeping):
+    # float32: tensorflow-privacy's GaussianSumQuery casts the clip norm to float32
+    model = _every_layer_model()
+    x, y = (a.astype(np.float32) if a.dtype == np.float64 else a for a in _data())
+    stock = _stock_mean_gradient(model, x, y)
+    fast, norms, _, _ = fc.clipped_gradient_sum(model, tf.constant(x), tf.constant(y), CLIP, bookkeeping=bookkeeping)
+    assert 1 <= (norms.numpy() > CLIP).sum() < len(x)
+    assert len(fast) == len(stock) == len(model.trainable_variables)
+    for v, f, s in zip(model.trainable_variables, fast, stock):
+        np.testing.assert_allclose(f.numpy() / len(x), s, atol=1e-5, rtol=0, err_msg=v.name)
+
+
+def test_fast_model_update_equals_stock_update():
+    model = _every_layer_model()
+    x, y = (a.astype(np.float32) if a.dtype == np.float64 else a for a in _data())
+    stock = _stock_mean_gradient(model, x, y)
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    dp = fc.FastDPModel(model, l2_norm_clip=CLIP, noise_multiplier=0.0, expected_batch_size=len(x))
+    dp.compile(optimizer=tf.keras.optimizers.SGD(1.0),
+               loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    dp.train_on_batch(x, y)
+    for v, b, s in zip(model.trainable_variables, before, stock):
+        np.testing.assert_allclose(b - v.numpy(), s, atol=1e-5, rtol=0, err_msg=v.name)
+
+
+def test_noise_is_added_with_the_right_scale():
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(200, name="d")])
+    x = np.zeros((10, 4), np.float32)  # zero inputs and ... zero kernel gradients
+    dp = fc.FastDPModel(model, l2_norm_clip=2.0, noise_multiplier=1.5, expected_batch_size=10)
+    dp.compile(optimizer=tf.keras.optimizers.SGD(1.0),
+               loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    k0 = model.layers[0].kernel.numpy().copy()
+    dp.train_on_batch(x, np.zeros(10, np.int64))
+    delta = (k0 - model.layers[0].kernel.numpy()).ravel()  # pure noise / B, std = 1.5 * 2 / 10
+    assert np.std(delta) == pytest.approx(0.3, rel=0.1)
+
+
+def test_batch_normalization_is_refused_with_a_fix():
+    from lepton_nb.privacy.fast_clipping import DPModelError
+    import lepton_nb as ln
+
+    bn = ln.models.build_cnn(ln.config.CNNConfig(filters=4, norm="batch"))
+    for fast in (True, False):
+        with pytest.raises(DPModelError, match="norm_0_0.*BatchNormalization.*GroupNormalization"):
+            fc.check_dp_model(bn, fast=fast)
+    fc.check_dp_model(ln.models.build_cnn(ln.config.CNNConfig(filters=4, norm="group", activation="tanh")))
+
+
+def test_unsupported_layer_is_named():
+    from lepton_nb.privacy.fast_clipping import DPModelError
+
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 2)), tf.keras.layers.DepthwiseConv2D(3, name="dw"),
+                                 tf.keras.layers.Flatten(), tf.keras.layers.Dense(3)])
+    with pytest.raises(DPModelError, match="'dw' \\(DepthwiseConv2D\\).*path='stock'"):
+        fc.FastDPModel(model, l2_norm_clip=1.0, noise_multiplier=1.0, expected_batch_size=4)
+    fc.check_dp_model(model, fast=False)  # the stock path takes it
+
+
+def test_shared_layer_is_refused():
+    from lepton_nb.privacy.fast_clipping import DPModelError
+
+    inp = tf.keras.Input((4,))
+    shared = tf.keras.layers.Dense(4, name="shared")
+    out = tf.keras.layers.Dense(2)(shared(shared(inp)))
+    with pytest.raises(DPModelError, match="'shared' is called more than once"):
+        fc.check_dp_model(tf.keras.Model(inp, out))
+
+
+def test_empty_poisson_batches_are_trained_through():
+    """Poisson sampling may draw no example; the step then adds noise to a zero sum."""
+    tf.keras.utils.set_random_seed(0)
+    model = tf.keras.Sequential([tf.keras.Input((6, 6, 1)), tf.keras.layers.Conv2D(2, 3, name="c"),
+                                 tf.keras.layers.Flatten(), tf.keras.layers.Dense(3, name="d")])
+    dp = fc.FastDPModel(model, l2_norm_clip=1.0, noise_multiplier=1.0, expected_batch_size=4)
+    dp.compile(optimizer=tf.keras.optimizers.SGD(0.1),
+               loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+
+    def batches():
+        for n in (3, 0, 5, 0):
+            yield np.ones((n, 6, 6, 1), np.float32), np.zeros((n,), np.int64)
+
+    ds = tf.data.Dataset.from_generator(batches, output_signature=(tf.TensorSpec((None, 6, 6, 1)),
+                                                                   tf.TensorSpec((None,), tf.int64)))
+    before = model.get_layer("d").kernel.numpy().copy()
+    dp.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(model.get_layer("d").kernel.numpy()).all()
+    assert not np.allclose(model.get_layer("d").kernel.numpy(), before)
+
+
+def test_noise_is_fresh_every_step_and_secretly_seeded():
+    def noise_updates(seed):
+        tf.keras.utils.set_random_seed(0)
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(50, name="d")])
+        dp = fc.FastDPModel(model, l2_norm_clip=1.0, noise_multiplier=1.0, expected_batch_size=4, noise_seed=seed)
+        dp.compile(optimizer=tf.keras.optimizers.SGD(1.0),
+                   loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        out = []
+        for _ in range(2):
+            k0 = model.layers[0].kernel.numpy().copy()
+            dp.train_on_batch(np.zeros((4, 4), np.float32), np.zeros(4, np.int64))  # zero gradients: pure noise
+            out.append(k0 - model.layers[0].kernel.numpy())
+        return out
+
+    a1, a2 = noise_updates(None)
+    b1, _ = noise_updates(None)
+    c1, _ = noise_updates(7)
+    d1, _ = noise_updates(7)
+    assert not np.allclose(a1, a2)  # a new draw each step
+    assert not np.allclose(a1, b1)  # default seeds differ between runs (drawn with `secrets`)
+    np.testing.assert_array_equal(c1, d1)  # a fixed seed reproduces (tests only)

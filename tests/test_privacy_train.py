@@ -1,0 +1,112 @@
+"""DP training end to end on tiny data: accounting of the run, budget stop, errors before training, audit."""
+
+from __future__ import annotations
+
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+pytest.importorskip("tensorflow_privacy")
+
+import lepton_nb as ln  # noqa: E402
+from lepton_nb.config import CNNConfig, DataConfig, TrainConfig  # noqa: E402
+from lepton_nb.privacy import DPConfig, PrivacyError  # noqa: E402
+
+SMALL = CNNConfig(filters=4, depth=1, norm="group", activation="tanh", dense_units=16)
+DATA = DataConfig(validation_fraction=0.1)
+
+
+def _cfg(**kw):
+    return TrainConfig(**({"epochs": 2, "batch_size": 60, "learning_rate": 3e-3, "early_stopping_patience": None,
+                           "verbose": 0, "tensorboard": False} | kw))
+
+
+def _model():
+    return ln.models.build_cnn(SMALL)
+
+
+def test_fast_poisson_run_reports_its_accounted_epsilon(tiny):
+    r = ln.privacy.train_dp(_model, tiny, DPConfig(noise_multiplier=1.2, delta=1e-4), _cfg(), data_cfg=DATA)
+    n = 540  # 600 minus the 10 % validation hold-out
+    assert r.extra["epsilon"] == pytest.approx(ln.privacy.epsilon(n, 60, 2, 1.2, 1e-4), rel=1e-3)
+    assert len(r.history["epsilon"]) == 2 and r.history["epsilon"][0] < r.history["epsilon"][1]
+    assert r.extra["sampling"] == "poisson" and r.extra["path"] == "fast"
+    assert 0 <= r.report["accuracy"] <= 1
+
+
+def test_budget_stops_before_the_target_is_exceeded(tiny):
+    n, b, sigma, delta = 540, 60, 1.0, 1e-4
+    e2, e3 = (ln.privacy.epsilon(n, b, k, sigma, delta) for k in (2, 3))
+    target = (e2 + e3) / 2
+    r = ln.privacy.train_dp(_model, tiny, DPConfig(noise_multiplier=sigma, target_epsilon=target, delta=delta),
+                            _cfg(epochs=6), data_cfg=DATA, evaluate_test=False)
+    assert r.epochs_run == 2
+    assert r.extra["stopped_by_budget"] is True
+    assert r.extra["epsilon"] <= target
+
+
+def test_noise_schedule_runs_and_is_accounted_per_epoch(tiny):
+    sched = (2.0, 1.0)
+    r = ln.privacy.train_dp(_model, tiny, DPConfig(delta=1e-4), _cfg(), data_cfg=DATA, noise_schedule=sched,
+                            evaluate_test=False)
+    assert r.history["noise_multiplier"] == list(sched)
+    assert r.extra["epsilon"] == pytest.approx(ln.privacy.epsilon_for_schedule(540, 60, sched, 1e-4), rel=1e-3)
+
+
+@pytest.mark.parametrize("dp, cfg, match", [
+    (DPConfig(noise_multiplier=0.3, target_epsilon=0.5, delta=1e-4), _cfg(), "one epoch already costs"),
+    (DPConfig(noise_multiplier=None, target_epsilon=1e-3, delta=1e-4, sampling="shuffle"), _cfg(epochs=50),
+     "cannot be reached"),
+    (DPConfig(delta=1e-2), _cfg(), "delta"),
+    (DPConfig(delta=1e-4), _cfg(batch_size=1000), "batch_size"),
+    (DPConfig(delta=1e-4, path="stock", sampling="shuffle", num_microbatches=7), _cfg(), "divisible"),
+])
+def test_bad_settings_fail_before_training(tiny, dp, cfg, match):
+    calls = []
+
+    def model_fn():
+        calls.append(1)
+        return _model()
+
+    with pytest.raises(PrivacyError, match=match):
+        ln.privacy.train_dp(model_fn, tiny, dp, cfg, data_cfg=DATA)
+    assert not calls  # refused before a model was even built
+
+
+def test_batch_normalization_refused_before_training(tiny):
+    from lepton_nb.privacy.fast_clipping import DPModelError
+
+    bn = CNNConfig(filters=4, norm="batch")
+    with pytest.raises(DPModelError, match="GroupNormalization"):
+        ln.privacy.train_dp(lambda: ln.models.build_cnn(bn), tiny, DPConfig(delta=1e-4), _cfg(), data_cfg=DATA)
+
+
+def test_stock_path_trains_with_a_ragged_data_size(tiny):
+    small = ln.data.stratified_subset(tiny, 150, 50, seed=0)  # 135 training examples: 4 batches of 32 + 7
+    r = ln.privacy.train_dp(_model, small, DPConfig(noise_multiplier=1.0, delta=1e-3, path="stock", sampling="shuffle"),
+                            _cfg(epochs=1, batch_size=32), data_cfg=DATA, evaluate_test=False)
+    assert r.epochs_run == 1
+    assert r.extra["epsilon"] == pytest.approx(ln.privacy.epsilon(135, 32, 1, 1.0, 1e-3, sampling="shuffle"), rel=1e-3)
+
+
+def test_membership_attacks(tiny):
+    from lepton_nb.privacy.audit import membership_attacks
+
+    x_in, y_in = tiny.x_train[:100], tiny.y_train[:100]
+    x_out, y_out = tiny.x_test[:100], tiny.y_test[:100]
+    tf.keras.utils.set_random_seed(0)
+    model = ln.models.build_cnn(CNNConfig(filters=8, dense_units=64))
+    untrained = membership_attacks(model, x_in, y_in, x_out, y_out)
+    ln.training.compile_model(model, TrainConfig(learning_rate=3e-3))
+    model.fit(x_in, y_in, epochs=40, batch_size=20, verbose=0)  # memorises its 100 members
+    trained = membership_attacks(model, x_in, y_in, x_out, y_out)
+    assert set(trained) == {"threshold", "trained"}
+    assert abs(untrained["threshold"].auc - 0.5) < 0.15
+    assert trained["threshold"].auc > 0.7 and trained["threshold"].advantage > 0.3
+    assert 0 <= trained["trained"].advantage <= 1
+
+
+def test_stock_microbatches_of_two_examples_are_accounted_with_double_sensitivity(tiny):
+    small = ln.data.stratified_subset(tiny, 150, 50, seed=0)
+    dp = DPConfig(noise_multiplier=2.0, delta=1e-3, path="stock", sampling="shuffle", num_microbatches=16)
+    r = ln.privacy.train_dp(_model, small, dp, _cfg(epochs=1, batch_size=32), data_cfg=DATA, evaluate_test=False)
+    assert r.extra["epsilon"] == pytest.approx(ln.privacy.epsilon(135, 32, 1, 1.0, 1e-3, sampling="shuffle"), rel=1e-3)
