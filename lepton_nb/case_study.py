@@ -1,0 +1,602 @@
+"""Notebook 06, the medical case study: its settings by mode, and the orchestration that would
+otherwise be long notebook cells.
+
+The case study runs one data set through every part of lepton_nb and ends with one table:
+
+- data: the bundled Fashion-MNIST sample by default, or any MedMNIST 28x28 ``.npz`` named by
+  ``DataConfig.path`` (:func:`load_data`), with augmentation adapted to it (:func:`augmentation_for`);
+- centralized models (:func:`lepton_nb.training.train`): the seed's 2x128 MLP and CNN, and the CNN
+  with augmentation under a ``tf.distribute`` strategy (:mod:`lepton_nb.distributed`);
+- DP-SGD at a stated epsilon (:func:`lepton_nb.privacy.train_dp`, Abadi et al. 2016);
+- FedAvg (McMahan et al. 2017) over simulated hospitals holding non-IID data (Dirichlet split,
+  Hsu et al. 2019), and DP-FedAvg (McMahan et al. 2018) with user-level (hospital-level) epsilon
+  (:func:`federated_hospitals`, built from :mod:`lepton_nb.federated`);
+- Grad-CAM (Selvaraju et al. 2017) on right and wrong predictions (:func:`right_and_wrong`);
+- the final comparison beside the seed article's claim (:func:`row`, :func:`comparison_table`,
+  :func:`claim_markdown`, :func:`quality_failures`).
+
+Importing this module imports neither TensorFlow nor TFF: the notebook's parameters cell stays
+light, so a CPU split for the distribution strategy can still happen in the next cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+import numpy as np
+
+from lepton_nb.config import SEED_CNN, Augmentation, CNNConfig, DataConfig, Mode, TrainConfig, mode
+from lepton_nb.federated.config import ClientConfig, FedAvgConfig
+from lepton_nb.federated.config import DPConfig as FedDPConfig
+from lepton_nb.privacy.config import DP_CNN
+from lepton_nb.privacy.config import DPConfig as SGDDPConfig
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lepton_nb.data import Dataset
+
+__all__ = [
+    "CaseStudyConfig",
+    "Checks",
+    "FederatedOutcome",
+    "augmentation_for",
+    "augmented_examples",
+    "case_study",
+    "claim_markdown",
+    "comparison_table",
+    "distributed_markdown",
+    "federated_hospitals",
+    "load_data",
+    "quality_failures",
+    "right_and_wrong",
+    "row",
+    "summary_rows",
+    "titles",
+]
+
+SECTION = "06_medical_case_study"
+SETTINGS = ("centralized", "DP", "federated", "DP-federated")
+
+
+@dataclass(frozen=True)
+class Checks:
+    """Quality floors applied outside smoke mode (test accuracy, fractions).
+
+    The accuracy floors are set for the bundled Fashion-MNIST sample and are applied only to it
+    (``bundled_only``); the epsilon checks apply to every data set.
+
+    Attributes:
+        centralized: floor for the best centralized model.
+        dp: floor for the DP-SGD model.
+        federated: floor for FedAvg over non-IID hospitals.
+        dp_federated: floor for DP-FedAvg.
+        epsilon_slack: relative tolerance of "epsilon spent <= target" (accountant rounding).
+    """
+
+    centralized: float = 0.85
+    dp: float = 0.70
+    federated: float = 0.72
+    dp_federated: float = 0.50
+    epsilon_slack: float = 0.01
+
+
+@dataclass(frozen=True)
+class CaseStudyConfig:
+    """Notebook 06.
+
+    Attributes:
+        data: what to load: the bundled sample by default; set ``path`` to a MedMNIST 28x28
+            ``.npz`` (and ``dataset`` to its flag, e.g. "bloodmnist") to run the study on it.
+        augment: augmentation of the distributed CNN's training batches; a horizontal flip is
+            dropped for data whose classes are not mirror-invariant (:func:`augmentation_for`).
+        train: the MLP and CNN baselines (one device, no augmentation, as in the seed article).
+        distributed_train: the seed CNN with augmentation under the distribution strategy
+            (``batch_size`` and ``learning_rate`` are the reference that ``lr_scaling`` scales from).
+        per_replica_batch: examples per replica per step under the strategy (global batch =
+            this x replicas); ``None``: ``distributed_train.batch_size`` split over the replicas.
+        lr_scaling: how the learning rate follows the global batch ("none", "linear", "sqrt").
+        strategy_kind: ``lepton_nb.distributed.strategy`` kind ("auto": TPU, GPUs, TF_CONFIG
+            cluster, else the CPU split below).
+        cpu_replicas: logical CPU devices to mirror over when no accelerator is found (they share
+            the same cores: the all-reduce code path, not a speed-up); ``None`` for one device.
+        dp_model: the DP-friendly CNN (GroupNorm, tanh; Papernot et al. 2021).
+        dp_train: epochs, expected batch (Poisson sampling) and learning rate of DP-SGD.
+        dp: clip, target epsilon, delta and sampling of DP-SGD (noise calibrated to the target).
+        fed_model: the model FedAvg trains (the seed CNN).
+        alpha: Dirichlet concentration of the hospitals' label mix (small = more skewed).
+        min_hospital_size: smallest hospital allowed by the split (redrawn until it holds).
+        fedavg: hospitals, hospitals per round, rounds and local training of FedAvg.
+        dp_fed: DP-FedAvg: noise, clipping, its own (larger) population and small model; user
+            level, one hospital is the privacy unit.
+        explain_examples: right and as many wrong predictions explained with Grad-CAM.
+        checks: quality floors outside smoke mode.
+    """
+
+    mode: Mode = "default"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: Augmentation = field(default_factory=lambda: Augmentation(rotation=0.03, shift=0.08,
+                                                                      horizontal_flip=True))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, early_stopping_patience=4,
+                                                                   verbose=0, tensorboard=False))
+    distributed_train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=10, early_stopping_patience=4, verbose=0, tensorboard=False))
+    per_replica_batch: int | None = 64
+    lr_scaling: str = "sqrt"
+    strategy_kind: str = "auto"
+    cpu_replicas: int | None = 2
+    dp_model: CNNConfig = DP_CNN
+    dp_train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=10, batch_size=128, learning_rate=2e-3, early_stopping_patience=None, verbose=0, tensorboard=False))
+    dp: SGDDPConfig = field(default_factory=lambda: SGDDPConfig(l2_norm_clip=1.0, noise_multiplier=None,
+                                                                target_epsilon=3.0, delta=1e-5))
+    fed_model: CNNConfig = SEED_CNN
+    alpha: float = 0.5
+    min_hospital_size: int = 10
+    fedavg: FedAvgConfig = field(default_factory=lambda: FedAvgConfig(
+        num_clients=20, clients_per_round=5, rounds=20, client=ClientConfig(local_epochs=2, batch_size=20),
+        eval_every=5, test_clients=4))
+    dp_fed: FedDPConfig = field(default_factory=lambda: FedDPConfig(
+        noise_multiplier=1.0, sampling="without_replacement",
+        fedavg=FedAvgConfig(num_clients=100, clients_per_round=20, rounds=15,
+                            client=ClientConfig(local_epochs=2, batch_size=20, learning_rate=0.1),
+                            eval_every=5, test_clients=4)))
+    explain_examples: int = 4
+    checks: Checks = field(default_factory=Checks)
+
+    def __post_init__(self) -> None:
+        if self.cpu_replicas is not None and self.cpu_replicas < 1:
+            raise ValueError(f"CaseStudyConfig.cpu_replicas={self.cpu_replicas}: use a positive number, or None "
+                             "for one device")
+        if not self.alpha > 0:
+            raise ValueError(f"CaseStudyConfig.alpha={self.alpha}: the Dirichlet concentration must be > 0")
+        if self.min_hospital_size < 1:
+            raise ValueError(f"CaseStudyConfig.min_hospital_size={self.min_hospital_size}: must be >= 1")
+        if self.dp.target_epsilon is None:
+            raise ValueError("CaseStudyConfig.dp needs a target_epsilon: the case study states the epsilon it trains at")
+        if self.per_replica_batch is not None and self.per_replica_batch < 1:
+            raise ValueError(f"CaseStudyConfig.per_replica_batch={self.per_replica_batch}: use a positive batch, "
+                             "or None to split distributed_train.batch_size over the replicas")
+        if self.lr_scaling not in ("none", "linear", "sqrt"):
+            raise ValueError(f"CaseStudyConfig.lr_scaling={self.lr_scaling!r}: choose 'none', 'linear' or 'sqrt'")
+        if self.explain_examples < 1:
+            raise ValueError(f"CaseStudyConfig.explain_examples={self.explain_examples}: explain at least one")
+        if self.data.path is not None and Path(self.data.path).suffix not in ("", ".npz"):
+            raise ValueError(f"CaseStudyConfig.data.path={self.data.path!r}: give a MedMNIST .npz file (or a folder "
+                             "of Fashion-MNIST idx files with full=True)")
+
+
+def case_study(which: Mode | None = None, *, path: str | None = None, dataset: str | None = None) -> CaseStudyConfig:
+    """Settings of notebook 06 for ``which`` mode (default: the environment's :func:`~lepton_nb.config.mode`).
+
+    Args:
+        which: "smoke", "default" or "full".
+        path: a MedMNIST 28x28 ``.npz`` to study instead of the bundled sample.
+        dataset: its flag (e.g. "bloodmnist"; default: the file name's stem).
+    """
+    which = which or mode()
+    if which == "smoke":
+        client = ClientConfig(local_epochs=1, batch_size=20)
+        quick = TrainConfig(epochs=1, early_stopping_patience=None, verbose=0, tensorboard=False)
+        cfg = CaseStudyConfig(
+            mode="smoke",
+            data=DataConfig(max_train=600, max_test=300),
+            train=quick,
+            distributed_train=quick,
+            per_replica_batch=32,
+            dp_model=CNNConfig(filters=4, depth=1, norm="group", activation="tanh", dense_units=16),
+            dp_train=TrainConfig(epochs=1, batch_size=64, learning_rate=2e-3, early_stopping_patience=None,
+                                 verbose=0, tensorboard=False),
+            dp=SGDDPConfig(noise_multiplier=None, target_epsilon=8.0, delta=1e-4, accountant="rdp"),
+            min_hospital_size=5,
+            fedavg=FedAvgConfig(num_clients=6, clients_per_round=3, rounds=2, client=client, eval_every=2,
+                                test_clients=2),
+            dp_fed=FedDPConfig(noise_multiplier=1.0, sampling="without_replacement",
+                               fedavg=FedAvgConfig(num_clients=6, clients_per_round=3, rounds=1, client=client,
+                                                   eval_every=1, test_clients=2)),
+            explain_examples=2,
+        )
+    elif which == "full":
+        cfg = CaseStudyConfig(
+            mode="full",
+            data=DataConfig(full=True),
+            train=TrainConfig(epochs=30, batch_size=128, early_stopping_patience=4, verbose=0, tensorboard=False),
+            distributed_train=TrainConfig(epochs=40, batch_size=128, early_stopping_patience=6, verbose=0,
+                                          tensorboard=False),
+            dp_train=TrainConfig(epochs=30, batch_size=512, learning_rate=2e-3, early_stopping_patience=None,
+                                 verbose=0, tensorboard=False),
+            fedavg=FedAvgConfig(num_clients=100, clients_per_round=10, rounds=100,
+                                client=ClientConfig(local_epochs=5, batch_size=10, learning_rate=0.02),
+                                eval_every=5, test_clients=10),
+            dp_fed=FedDPConfig(noise_multiplier=1.0, sampling="without_replacement",
+                               fedavg=FedAvgConfig(num_clients=1000, clients_per_round=100, rounds=100,
+                                                   client=ClientConfig(local_epochs=1, batch_size=10,
+                                                                       learning_rate=0.05),
+                                                   eval_every=10, test_clients=10)),
+            explain_examples=6,
+            checks=Checks(centralized=0.90, dp=0.75, federated=0.85, dp_federated=0.6),
+        )
+    elif which == "default":
+        cfg = CaseStudyConfig()
+    else:
+        raise ValueError(f"mode {which!r}: choose 'smoke', 'default' or 'full'")
+    if path is not None:
+        flag = dataset or Path(path).stem.split("_")[0]
+        cfg = replace(cfg, data=replace(cfg.data, dataset=flag, path=str(path), full=False))
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------ data
+
+
+def _is_npz(path: str | None) -> bool:
+    return path is not None and Path(path).suffix == ".npz"
+
+
+def load_data(cfg: DataConfig) -> "Dataset":
+    """The case study's data: a MedMNIST ``.npz`` when ``cfg.path`` names one, else what
+    :func:`lepton_nb.data.from_config` loads (the bundled sample by default).
+
+    The ``.npz`` is read with :func:`lepton_nb.data.load_npz` (validated; its own validation split
+    is kept) and subset like any other set when ``max_train`` / ``max_test`` are given.
+
+    Raises:
+        lepton_nb.data.DataError: a missing or malformed file, naming it and the fix.
+    """
+    from lepton_nb import data
+
+    if not _is_npz(cfg.path):
+        return data.from_config(cfg)
+    name = None if cfg.dataset.lower().replace("_", "-") in ("fashion-mnist", "fashionmnist") else cfg.dataset
+    ds = data.load_npz(cfg.path, name=name)
+    if cfg.max_train or cfg.max_test:
+        ds = data.stratified_subset(ds, cfg.max_train, cfg.max_test, seed=cfg.seed)
+    return ds
+
+
+def augmentation_for(ds: "Dataset", aug: Augmentation | None) -> tuple[Augmentation | None, str]:
+    """``aug`` adapted to ``ds``, and one sentence saying why.
+
+    A left-right flip is kept only where mirrored images keep their class
+    (``ds.horizontal_flip_ok``: clothing, histology, blood cells, skin lesions); for
+    laterality-bearing images such as chest X-rays or organ slices it is dropped.
+    """
+    if aug is None:
+        return None, "no augmentation"
+    parts = []
+    if aug.rotation:
+        parts.append(f"rotations up to {aug.rotation * 360:.0f} degrees")
+    if aug.shift:
+        parts.append(f"shifts up to {aug.shift * 100:.0f} % of the side")
+    if aug.horizontal_flip and not ds.horizontal_flip_ok:
+        aug = replace(aug, horizontal_flip=False)
+        return aug, (", ".join(parts) or "none") + f"; no left-right flip: {ds.name} images are not mirror-invariant"
+    if aug.horizontal_flip:
+        parts.append("left-right flips")
+    return aug, ", ".join(parts) + (f" ({ds.name} classes are mirror-invariant)" if aug.horizontal_flip else "")
+
+
+def augmented_examples(ds: "Dataset", aug: Augmentation, *, per_class: int = 4, seed: int = 0
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """``per_class`` training images of each class passed through the training augmentation.
+
+    Uses :func:`lepton_nb.data.pipeline` exactly as training does (same layers, same seed rule).
+
+    Returns:
+        ``(images (N, H, W, C) float32, labels (N,))`` with ``N = per_class * num_classes`` (fewer
+        for a class with fewer images).
+    """
+    from lepton_nb.data import pipeline
+
+    rng = np.random.default_rng(seed)
+    picks = np.concatenate([rng.choice(np.flatnonzero(ds.y_train == c), min(per_class, int((ds.y_train == c).sum())),
+                                       replace=False) for c in range(ds.num_classes)])
+    batches = pipeline(ds.x_train[picks], ds.y_train[picks], batch_size=len(picks), shuffle=False, augment=aug,
+                       cache=False, seed=seed)
+    x, y = next(iter(batches))
+    return x.numpy(), y.numpy()
+
+
+def distributed_markdown(dist, single) -> str:
+    """A sentence on the distributed run against the one-device CNN, every number from the runs.
+
+    Args:
+        dist: the :class:`~lepton_nb.training.TrainResult` trained under the strategy (with augmentation).
+        single: the same model trained on one device without augmentation.
+    """
+    d = dist.distribution
+    a, b = 100 * dist.report["accuracy"], 100 * single.report["accuracy"]
+    text = (f"Trained with strategy **{d['strategy']}** over {d['replicas']} replica(s), global batch "
+            f"{d['global_batch']} ({d['per_replica_batch']:g} per replica), learning rate {d['learning_rate']:.2g} "
+            f"({d['lr_scaling']} scaling), {d['precision']}: test accuracy **{a:.1f} %** after {dist.epochs_run} "
+            f"epoch(s), against {b:.1f} % for the same CNN on one device without augmentation")
+    if a < b:
+        return text + (f": lower; augmentation makes the training task harder, and {dist.epochs_run} epoch(s) may be "
+                       "too few for it to pay off; distributing itself does not change what is learned (the replicas "
+                       "compute the same averaged gradient as one device).")
+    return text + "."
+
+
+# ------------------------------------------------------------------------------------ federated
+
+
+@dataclass(eq=False)
+class FederatedOutcome:
+    """A federated run on the hospitals, scored like the centralized models.
+
+    Attributes:
+        run: the :class:`lepton_nb.federated.loop.FederatedRun` (per-round history, state).
+        hospitals: the :class:`lepton_nb.federated.client_data.FederatedData` split.
+        model: the global model exported to Keras (logits).
+        report: :func:`lepton_nb.metrics.report` of ``model`` on the test split (plus ``y_pred``).
+        epsilon: user-level epsilon for DP-FedAvg (one hospital is the unit), else ``None``.
+        delta: its delta, else ``None``.
+    """
+
+    run: object
+    hospitals: object
+    model: object
+    report: dict
+    epsilon: float | None = None
+    delta: float | None = None
+
+    def summary(self) -> dict:
+        """The run's figures with macro recall / F1 from the exported model (percent)."""
+        out = self.run.summary()
+        out.update({k: round(100 * self.report[k], 2) for k in ("accuracy", "recall_macro", "f1_macro")})
+        if self.epsilon is not None:
+            out.update({"epsilon": round(self.epsilon, 2), "delta": self.delta})
+        return out
+
+
+def federated_hospitals(ds: "Dataset", fed: FedAvgConfig, model: CNNConfig, *, alpha: float,
+                        dp: FedDPConfig | None = None, min_size: int = 1, name: str = "fedavg_hospitals",
+                        progress: bool = False) -> FederatedOutcome:
+    """FedAvg (or DP-FedAvg when ``dp`` is given) over ``fed.num_clients`` simulated hospitals.
+
+    The training split is spread over the hospitals with Dirichlet(``alpha``) label proportions
+    (:func:`lepton_nb.federated.client_data.federate`); each round samples
+    ``fed.clients_per_round`` hospitals without replacement (:func:`lepton_nb.federated.loop.run`);
+    the global model is evaluated federatedly every ``fed.eval_every`` rounds and, exported to
+    Keras, scored on the whole test split with macro recall and F1.
+
+    With ``dp``: DP-FedAvg (:func:`lepton_nb.federated.algorithms.dp_fedavg`; ``dp.fedavg`` is
+    ignored in favour of ``fed``), and the user-level epsilon of the rounds run
+    (:func:`lepton_nb.federated.accounting.dp_fedavg_epsilon`, ``dp.sampling``) at ``dp.target_delta``.
+
+    Raises:
+        ValueError: more hospitals than training examples, a bad split, or a model that does not
+            fit the data, before any round runs.
+    """
+    from lepton_nb.distributed import quiet_tf_logging
+    from lepton_nb.federated import accounting, algorithms, client_data, loop
+    from lepton_nb.models import build_cnn
+    from lepton_nb.training import evaluate
+
+    if fed.num_clients * min_size > len(ds.y_train):
+        raise ValueError(f"{fed.num_clients} hospitals of at least {min_size} examples need more than the "
+                         f"{len(ds.y_train)} training examples; use fewer hospitals or a smaller min_size")
+    shape, k = ds.input_shape, ds.num_classes
+
+    def build():  # a named function: AutoGraph cannot read the source of a lambda among others here
+        return build_cnn(model, input_shape=shape, num_classes=k)
+
+    task = algorithms.task(build, shape, k)
+    hospitals = client_data.federate(ds, fed.num_clients, alpha=alpha, seed=fed.seed, min_size=min_size)
+    if dp is None:
+        process = algorithms.fedavg(task, fed)
+    else:
+        dp = replace(dp, fedavg=fed)
+        process = algorithms.dp_fedavg(task, dp)
+    evaluator = loop.Evaluator(task, ds.x_test, ds.y_test, test_clients=fed.test_clients, seed=fed.seed)
+    run = loop.run(process, hospitals, fed, task=task, evaluator=evaluator, name=name, progress=progress,
+                   tensorboard=False)
+    keras_model = run.export_keras()
+    with quiet_tf_logging("ERROR"):  # a fresh model's predict function: TF's retracing warning is noise here
+        report = evaluate(keras_model, ds.x_test, ds.y_test, class_names=ds.class_names)
+    eps = delta = None
+    if dp is not None:
+        delta = dp.target_delta
+        eps = accounting.dp_fedavg_epsilon(dp.noise_multiplier, fed.clients_per_round, fed.num_clients,
+                                           int(run.history["round"].max()), delta, sampling=dp.sampling)
+        run.extra.update({"epsilon": round(eps, 2), "delta": delta, "noise_multiplier": dp.noise_multiplier,
+                          "sampling": dp.sampling})
+    return FederatedOutcome(run, hospitals, keras_model, report, eps, delta)
+
+
+# ------------------------------------------------------------------------------------- explain
+
+
+def right_and_wrong(y_true: Sequence[int], y_pred: Sequence[int], k: int, *, seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of up to ``k`` right and ``k`` wrong predictions, spread over the true classes.
+
+    Classes are visited in a seeded random order, one example each per pass, so the picks cover
+    as many classes as possible rather than the most frequent one.
+
+    Args:
+        y_true, y_pred: class indices (N,).
+        k: how many of each kind.
+
+    Returns:
+        ``(right, wrong)``: int arrays of at most ``k`` indices each (fewer when the model makes
+        fewer errors, or is right fewer times).
+
+    Raises:
+        ValueError: mismatched lengths or ``k < 1``.
+    """
+    t, p = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    if len(t) != len(p):
+        raise ValueError(f"y_true has {len(t)} labels but y_pred has {len(p)}")
+    if k < 1:
+        raise ValueError(f"k={k}: pick at least one example of each kind")
+    rng = np.random.default_rng(seed)
+
+    def spread(mask: np.ndarray) -> np.ndarray:
+        pools = {c: list(rng.permutation(np.flatnonzero(mask & (t == c)))) for c in rng.permutation(np.unique(t))}
+        out: list[int] = []
+        while len(out) < k and any(pools.values()):
+            for c, pool in pools.items():
+                if pool and len(out) < k:
+                    out.append(int(pool.pop()))
+        return np.asarray(out, dtype=np.int64)
+
+    return spread(t == p), spread(t != p)
+
+
+def titles(indices: Sequence[int], y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]
+           ) -> list[str]:
+    """Row labels "right: Coat" / "wrong: Shirt\\n(pred. Coat)" for the explained images."""
+    out = []
+    for i in indices:
+        t, p = int(y_true[i]), int(y_pred[i])
+        out.append(f"right: {class_names[t][:12]}" if t == p else
+                   f"wrong: {class_names[t][:12]}\n(pred. {class_names[p][:12]})")
+    return out
+
+
+# ---------------------------------------------------------------------------------- the table
+
+
+def row(setting: str, report: Mapping, *, epsilon: float | None = None, delta: float | None = None,
+        privacy_unit: str | None = None, claim: Mapping[str, float] | None = None, **extra) -> dict:
+    """One row of the final table: figures in percent, the difference from the claim in points.
+
+    Args:
+        setting: "centralized", "DP", "federated" or "DP-federated".
+        report: a :func:`lepton_nb.metrics.report` dict (fractions).
+        epsilon, delta: the privacy guarantee, for the DP settings (required there).
+        privacy_unit: what one epsilon protects ("one image", "one hospital").
+        claim: the claimed figures in percent (default :data:`lepton_nb.metrics.SEED_CLAIM`).
+        extra: further columns (e.g. ``architecture``, ``params``).
+
+    Returns:
+        dict with ``setting``, ``accuracy``, ``recall_macro``, ``f1_macro`` (percent, 2 decimals),
+        ``epsilon`` and ``delta`` where they apply, ``privacy unit``, and ``accuracy - claim``,
+        ``recall - claim``, ``F1 - claim`` (points, 1 decimal), then ``extra``.
+
+    Raises:
+        ValueError: an unknown setting, a DP setting without a finite epsilon, or a report
+            missing a figure.
+    """
+    from lepton_nb.metrics import SEED_CLAIM
+
+    if setting not in SETTINGS:
+        raise ValueError(f"setting={setting!r}: choose one of {', '.join(SETTINGS)}")
+    missing = [k for k in ("accuracy", "recall_macro", "f1_macro") if k not in report]
+    if missing:
+        raise ValueError(f"report lacks {missing}: pass a lepton_nb.metrics.report() dict")
+    private = setting.startswith("DP")
+    if private and (epsilon is None or not np.isfinite(epsilon)):
+        raise ValueError(f"setting={setting!r} needs the finite epsilon the model was trained at, got {epsilon}")
+    if not private and epsilon is not None:
+        raise ValueError(f"setting={setting!r} is not private: an epsilon does not apply")
+    claim = claim or SEED_CLAIM
+    out: dict = {"setting": setting}
+    out.update({k: round(100 * float(report[k]), 2) for k in ("accuracy", "recall_macro", "f1_macro")})
+    if private:
+        out["epsilon"] = round(float(epsilon), 2)
+        out["delta"] = delta
+        out["privacy unit"] = privacy_unit or "?"
+    for key, label in (("accuracy", "accuracy - claim"), ("recall_macro", "recall - claim"),
+                       ("f1_macro", "F1 - claim")):
+        out[label] = round(100 * float(report[key]) - claim[key], 1)
+    out.update(extra)
+    return out
+
+
+def comparison_table(rows: Mapping[str, Mapping], claim: Mapping[str, float] | None = None):
+    """The final table: the seed's claim first, then one row per model (pandas DataFrame).
+
+    ``rows`` maps model names to :func:`row` dicts. Epsilon is blank where it does not apply.
+    """
+    import pandas as pd
+
+    from lepton_nb.metrics import SEED_CLAIM
+
+    claim = claim or SEED_CLAIM
+    if not rows:
+        raise ValueError("no rows: train at least one model and pass {name: row(...)}")
+    table = {"seed article (claimed)": {"setting": "claimed", **{k: claim[k] for k in claim}}}
+    table.update({name: dict(r) for name, r in rows.items()})
+    df = pd.DataFrame.from_dict(table, orient="index")
+    first = ["setting", "accuracy", "recall_macro", "f1_macro", "epsilon", "delta", "privacy unit",
+             "accuracy - claim", "recall - claim", "F1 - claim"]
+    cols = [c for c in first if c in df.columns] + [c for c in df.columns if c not in first]
+    df = df[cols].rename(columns={"accuracy": "accuracy %", "recall_macro": "macro recall %",
+                                  "f1_macro": "macro F1 %"})
+    return df
+
+
+def summary_rows(rows: Mapping[str, Mapping]) -> dict[str, dict]:
+    """``rows`` for :func:`lepton_nb.reports.record_models`.
+
+    ``None`` cells are left out (blank in ``summary.md``), and ``delta`` is written as text
+    ("1e-05"), which the summary's two-decimal number format would otherwise show as 0.00.
+    """
+    return {name: {k: (f"{v:g}" if k == "delta" else v) for k, v in r.items() if v is not None}
+            for name, r in rows.items()}
+
+
+def claim_markdown(rows: Mapping[str, Mapping], dataset: str, claim: Mapping[str, float] | None = None) -> str:
+    """A paragraph on the final table, every number taken from ``rows``.
+
+    Names the best model of each setting, its gap to the claim, and the price of privacy in
+    points of accuracy against the best centralized model.
+    """
+    from lepton_nb.metrics import SEED_CLAIM
+
+    claim = claim or SEED_CLAIM
+    if not rows:
+        raise ValueError("no rows to describe")
+    best: dict[str, tuple[str, Mapping]] = {}
+    for name, r in rows.items():
+        s = r["setting"]
+        if s not in best or r["accuracy"] > best[s][1]["accuracy"]:
+            best[s] = (name, r)
+    parts = [f"The seed article claims {claim['accuracy']:.1f} % accuracy, {claim['recall_macro']:.1f} % macro "
+             f"recall and {claim['f1_macro']:.1f} % macro F1 on unnamed \"medical images\"; this run used "
+             f"**{dataset}**."]
+    for s in SETTINGS:
+        if s not in best:
+            continue
+        name, r = best[s]
+        gap = r["accuracy - claim"]
+        eps = (f" at epsilon {r['epsilon']:g} (delta {r['delta']:g}, unit: {r.get('privacy unit', '?')})"
+               if "epsilon" in r and r["epsilon"] is not None else "")
+        parts.append(f"Best {s} model, **{name}**{eps}: {r['accuracy']:.1f} / {r['recall_macro']:.1f} / "
+                     f"{r['f1_macro']:.1f} %, {abs(gap):.1f} points {'below' if gap < 0 else 'above'} the claimed "
+                     "accuracy.")
+    if "centralized" in best:
+        base = best["centralized"][1]["accuracy"]
+        costs = [f"{s} {base - best[s][1]['accuracy']:.1f}" for s in SETTINGS[1:] if s in best]
+        if costs:
+            parts.append("Against the best centralized model, accuracy drops by " + ", ".join(costs) + " points.")
+    return " ".join(parts)
+
+
+def quality_failures(cfg: CaseStudyConfig, rows: Mapping[str, Mapping], *, bundled: bool,
+                     targets: Mapping[str, float] | None = None) -> list[str]:
+    """What fails the quality checks (empty when everything passes); smoke mode checks nothing.
+
+    Args:
+        cfg: the settings (mode and floors).
+        rows: the final table's rows (:func:`row` dicts).
+        bundled: whether the data is the bundled Fashion-MNIST sample (accuracy floors apply only there).
+        targets: ``{model name: target epsilon}`` each DP model must not exceed.
+    """
+    if cfg.mode == "smoke":
+        return []
+    failures = []
+    floors = {"centralized": cfg.checks.centralized, "DP": cfg.checks.dp, "federated": cfg.checks.federated,
+              "DP-federated": cfg.checks.dp_federated}
+    if bundled:
+        for s, floor in floors.items():
+            accs = [r["accuracy"] for r in rows.values() if r["setting"] == s]
+            if accs and max(accs) < 100 * floor:
+                failures.append(f"best {s} accuracy {max(accs):.2f} % < {100 * floor:.0f} %")
+    for name, target in (targets or {}).items():
+        eps = rows[name].get("epsilon")
+        if eps is None or eps > target * (1 + cfg.checks.epsilon_slack):
+            failures.append(f"{name}: epsilon {eps} exceeds its target {target}")
+    return failures
