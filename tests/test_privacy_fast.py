@@ -15,8 +15,13 @@ CLIP = 4.0  # between the float32 per-example norms (about 3.6 to 5.1): some cli
 
 @pytest.fixture()
 def float64():
+    """Build models in float64. The dtype policy is set too: once any code has set a global policy
+    (e.g. lepton_nb.distributed's precision scope restoring "float32"), Keras ignores floatx."""
+    policy = tf.keras.mixed_precision.global_policy()
     tf.keras.backend.set_floatx("float64")
+    tf.keras.mixed_precision.set_global_policy("float64")
     yield
+    tf.keras.mixed_precision.set_global_policy(policy)
     tf.keras.backend.set_floatx("float32")
 
 
