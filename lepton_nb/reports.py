@@ -95,6 +95,8 @@ def record_models(section: str, results: dict[str, dict], **more) -> Path:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
+        if v != 0 and abs(v) < 0.01:  # e.g. a DP delta of 1e-05
+            return f"{v:.2g}"
         return f"{v:,.2f}" if abs(v) < 1e6 else f"{v:.3g}"
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
@@ -124,7 +126,7 @@ def write_markdown(path: Path | None = None) -> Path:
             if key == "models":
                 continue
             if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-                lines += [f"**{key}**", ""] + _models_table(value, first=key.rstrip("s")) + [""]
+                lines += [f"**{key}**", ""] + _models_table(value, first=key) + [""]
             elif isinstance(value, (dict, list)):
                 lines.append(f"- {key}: `{json.dumps(value)}`")
             else:
