@@ -6,12 +6,12 @@ A ``Figure`` returned as the last expression of a notebook cell is displayed by 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["class_counts", "confusion_matrix", "sample_grid", "save_figure", "training_curves"]
+__all__ = ["class_counts", "class_grid", "clean_axes", "confusion_matrix", "sample_grid", "save_figure", "training_curves"]
 
 
 def save_figure(fig: Figure, name: str, *, dpi: int = 120) -> Path:
@@ -64,29 +64,48 @@ def confusion_matrix(cm: np.ndarray | Sequence[Sequence[int]], class_names: Sequ
     return fig
 
 
-def sample_grid(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], *, y_pred: np.ndarray | None = None,
-                per_class: int = 6, seed: int = 0) -> Figure:
-    """``per_class`` images of each class (rows); with ``y_pred``, titles in red where wrong."""
+def clean_axes(ax) -> None:
+    """No ticks and no frame: an axes that only shows an image."""
+    ax.set_xticks([]), ax.set_yticks([])
+    for s in ax.spines.values():
+        s.set_visible(False)
+
+
+def class_grid(labels: np.ndarray, class_names: Sequence[str], draw: Callable[[object, int], None], *,
+               y_pred: np.ndarray | None = None, per_class: int = 6, seed: int = 0,
+               cell: tuple[float, float] = (1.1, 1.1), margin: float = 1.4,
+               title: Callable[[str], str] = lambda name: name[:10]) -> Figure:
+    """One row per class holding up to ``per_class`` random examples of it.
+
+    ``draw(ax, i)`` draws example ``i`` into ``ax``; with ``y_pred``, each cell is titled
+    ``title(predicted class name)``, in red where the prediction is wrong.
+    """
     rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
     k = len(class_names)
-    fig = Figure(figsize=(1.1 * per_class + 1.4, 1.1 * k), layout="constrained")
+    fig = Figure(figsize=(cell[0] * per_class + margin, cell[1] * k), layout="constrained")
     axes = fig.subplots(k, per_class, squeeze=False)
     for c in range(k):
-        idx = np.flatnonzero(np.asarray(y) == c)
+        idx = np.flatnonzero(labels == c)
         picks = rng.choice(idx, min(per_class, len(idx)), replace=False) if len(idx) else []
         for j in range(per_class):
             ax = axes[c, j]
-            ax.set_xticks([]), ax.set_yticks([])
-            for s in ax.spines.values():
-                s.set_visible(False)
+            clean_axes(ax)
             if j < len(picks):
                 i = picks[j]
-                ax.imshow(np.squeeze(x[i]), cmap="gray", vmin=0, vmax=1)
+                draw(ax, i)
                 if y_pred is not None:
-                    ok = y_pred[i] == y[i]
-                    ax.set_title(class_names[y_pred[i]][:10], fontsize=6, color="black" if ok else "red")
+                    ok = y_pred[i] == labels[i]
+                    ax.set_title(title(class_names[y_pred[i]]), fontsize=6, color="black" if ok else "red")
         axes[c, 0].set_ylabel(class_names[c][:12], fontsize=8, rotation=0, ha="right", va="center")
     return fig
+
+
+def sample_grid(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], *, y_pred: np.ndarray | None = None,
+                per_class: int = 6, seed: int = 0) -> Figure:
+    """``per_class`` images of each class (rows); with ``y_pred``, titles in red where wrong."""
+    return class_grid(y, class_names, lambda ax, i: ax.imshow(np.squeeze(x[i]), cmap="gray", vmin=0, vmax=1),
+                      y_pred=y_pred, per_class=per_class, seed=seed)
 
 
 def class_counts(counts: Mapping[str, np.ndarray], class_names: Sequence[str]) -> Figure:

@@ -29,7 +29,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium; .ci/run does)"),
-    pytest.mark.skipif(not NOTEBOOK.exists(), reason="notebook 05 is not there yet"),
     pytest.mark.timeout(900),
 ]
 

@@ -9,6 +9,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from lepton_nb.plotting import class_grid, clean_axes
+
 __all__ = [
     "activation_grid",
     "faithfulness_curves",
@@ -60,33 +62,12 @@ def overlay_rgb(image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5, c
     return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
 
 
-def _clean(ax) -> None:
-    ax.set_xticks([]), ax.set_yticks([])
-    for s in ax.spines.values():
-        s.set_visible(False)
-
-
 def gradcam_per_class(images: np.ndarray, heatmaps: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *,
                       y_pred: np.ndarray | None = None, per_class: int = 3, alpha: float = 0.5, seed: int = 0) -> Figure:
     """One row per class: ``per_class`` images with their heatmap overlaid (titles red where wrong)."""
-    rng = np.random.default_rng(seed)
-    k = len(class_names)
-    fig = Figure(figsize=(1.2 * per_class + 1.5, 1.15 * k), layout="constrained")
-    axes = fig.subplots(k, per_class, squeeze=False)
-    for c in range(k):
-        idx = np.flatnonzero(np.asarray(labels) == c)
-        picks = rng.choice(idx, min(per_class, len(idx)), replace=False) if len(idx) else []
-        for j in range(per_class):
-            ax = axes[c, j]
-            _clean(ax)
-            if j < len(picks):
-                i = picks[j]
-                ax.imshow(overlay_rgb(images[i], heatmaps[i], alpha=alpha))
-                if y_pred is not None:
-                    ok = y_pred[i] == labels[i]
-                    ax.set_title(f"pred {class_names[y_pred[i]][:9]}", fontsize=6, color="black" if ok else "red")
-        axes[c, 0].set_ylabel(class_names[c][:12], fontsize=8, rotation=0, ha="right", va="center")
-    return fig
+    return class_grid(labels, class_names, lambda ax, i: ax.imshow(overlay_rgb(images[i], heatmaps[i], alpha=alpha)),
+                      y_pred=y_pred, per_class=per_class, seed=seed, cell=(1.2, 1.15), margin=1.5,
+                      title=lambda name: f"pred {name[:9]}")
 
 
 def methods_side_by_side(images: np.ndarray, maps: Mapping[str, np.ndarray], *, titles: Sequence[str] | None = None,
@@ -105,7 +86,7 @@ def methods_side_by_side(images: np.ndarray, maps: Mapping[str, np.ndarray], *, 
             if i == 0:
                 axes[i, j].set_title(_title(name), fontsize=8)
         for ax in axes[i]:
-            _clean(ax)
+            clean_axes(ax)
     axes[0, 0].set_title("image", fontsize=8)
     return fig
 
@@ -130,7 +111,7 @@ def activation_grid(activations: np.ndarray, *, image: np.ndarray | None = None,
         axes[k + ch].imshow(a[..., ch], cmap="viridis")
         axes[k + ch].set_title(f"ch {ch}", fontsize=6)
     for ax in axes:
-        _clean(ax)
+        clean_axes(ax)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig
@@ -182,7 +163,7 @@ def randomization(table, maps: Mapping[str, Mapping[str, np.ndarray]] | None = N
             for c, step in enumerate(cols):
                 hm = maps[step][m][index]
                 axes[r, c].imshow(overlay_rgb(image, hm, alpha=0.6) if image is not None else hm)
-                _clean(axes[r, c])
+                clean_axes(axes[r, c])
                 if r == 0:
                     axes[r, c].set_title(step, fontsize=7)
             axes[r, 0].set_ylabel(_title(m), fontsize=7, rotation=0, ha="right", va="center")
@@ -236,7 +217,7 @@ def surrogate_regions(surrogate, image: np.ndarray | None = None, *, top: int = 
         ax2.text(r.c0, r.r0 + 0.8, str(rank + 1), color=colour, fontsize=8, weight="bold")
     ax2.set_title(f"top {len(order)} regions (solid: mean intensity, dashed: ink share)", fontsize=8)
     for ax in (ax1, ax2):
-        _clean(ax)
+        clean_axes(ax)
     return fig
 
 
@@ -258,7 +239,7 @@ def region_importance(importance: np.ndarray, class_names: Sequence[str], *, mea
         else:
             im = ax.imshow(importance[c], cmap="jet", vmin=0, vmax=vmax)
         ax.set_title(class_names[c][:14], fontsize=8)
-        _clean(ax)
+        clean_axes(ax)
     for ax in axes[k:]:
         ax.set_visible(False)
     fig.colorbar(im, ax=list(axes[:k]), shrink=0.7, label="share of attribution")
@@ -289,5 +270,5 @@ def localization_examples(images: np.ndarray, heatmaps: np.ndarray, masks: np.nd
         ax.contour(masks[i].astype(float), levels=[0.5], colors="white", linewidths=1)
         r, c = np.unravel_index(np.argmax(heatmaps[i]), heatmaps[i].shape)
         ax.plot(c, r, "x", color="white", ms=7, mew=2)
-        _clean(ax)
+        clean_axes(ax)
     return fig
