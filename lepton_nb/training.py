@@ -248,8 +248,6 @@ def train(
         raise ValueError(f"per_replica_batch={per_replica_batch}: use a positive batch size")
     if not isinstance(steps_per_execution, int) or steps_per_execution < 1:
         raise ValueError(f"steps_per_execution={steps_per_execution!r}: use an integer >= 1")
-    if lr_scaling not in LR_SCALING:
-        raise ValueError(f"lr_scaling={lr_scaling!r}: choose one of {', '.join(LR_SCALING)}")
     strat = strategy or tf.distribute.get_strategy()
     replicas = strat.num_replicas_in_sync
     global_batch = per_replica_batch * replicas if per_replica_batch else cfg.batch_size
