@@ -36,9 +36,9 @@ The functions here follow tensorflow-privacy 0.9.0's layer-registry contract
 (``tensorflow_privacy.privacy.fast_gradient_clipping.layer_registry``), are inserted into its
 ``LayerRegistry`` (our Dense function replaces its own, adding the book-keeping sum; its Embedding
 function is kept), and the model is traversed with its
-``gradient_clipping_utils.model_forward_pass``. The noise is the Gaussian mechanism of
-tensorflow-privacy's ``GaussianSumQuery`` (std ``noise_multiplier * C`` on the sum), drawn with a
-faster stateless sampler (:func:`gaussian_noise_sum`), and the accounting is dp_accounting's
+``gradient_clipping_utils.model_forward_pass``. The noise is tensorflow-privacy's own
+(``gradient_clipping_utils.add_aggregate_noise``, std ``noise_multiplier * C`` on the clipped sum,
+as its ``DPModel`` adds it), and the accounting is dp_accounting's
 (:mod:`lepton_nb.privacy.accounting`).
 """
 
@@ -55,7 +55,6 @@ __all__ = [
     "clipped_gradient_sum",
     "conv2d_layer_computation",
     "conv_norm_form",
-    "gaussian_noise_sum",
     "group_norm_layer_computation",
     "make_layer_registry",
     "per_example_gradient_norms",
@@ -416,30 +415,6 @@ def per_example_gradient_norms(model: tf.keras.Model, x, y, *, registry=None) ->
     return norms
 
 
-def gaussian_noise_sum(grads: Sequence[tf.Tensor], stddev: tf.Tensor, seed: tf.Tensor) -> list[tf.Tensor]:
-    """``grads`` plus i.i.d. N(0, stddev^2) noise: the Gaussian mechanism of tensorflow-privacy's
-    ``GaussianSumQuery.get_noised_result``, sampled with one stateless op for all variables.
-
-    tensorflow-privacy draws with ``tf.random_normal_initializer``, a stateful op that took 5.3 ms
-    per step for the seed CNN's 0.8 M weights here (as long as the whole non-private step);
-    ``tf.random.stateless_normal`` takes 0.2 ms. ``seed`` (2,) must be secret and change every
-    step (:class:`FastDPModel` draws it with :mod:`secrets` and counts steps). Like
-    tensorflow-privacy's, the generator is not cryptographically secure (floating-point attacks on
-    the Gaussian mechanism, Mironov 2012, are out of scope here as there).
-    """
-    sizes = [int(_num_elements(g.shape)) for g in grads]
-    noise = tf.random.stateless_normal([sum(sizes)], seed=seed, dtype=tf.float32) * tf.cast(stddev, tf.float32)
-    parts = tf.split(noise, sizes)
-    return [g + tf.cast(tf.reshape(n, tf.shape(g)), g.dtype) for g, n in zip(grads, parts)]
-
-
-def _num_elements(shape) -> int:
-    out = 1
-    for d in shape:
-        out *= int(d)
-    return out
-
-
 # ----------------------------------------------------------------------------------- Keras model
 
 
@@ -447,8 +422,7 @@ class FastDPModel(tf.keras.Model):
     """DP-SGD with fast per-example clipping, wrapping a functional logits model.
 
     Each step: clipped gradient sum (:func:`clipped_gradient_sum`), plus Gaussian noise of std
-    ``noise_multiplier * l2_norm_clip`` (:func:`gaussian_noise_sum`, the ``GaussianSumQuery``
-    mechanism with a faster sampler), divided by
+    ``noise_multiplier * l2_norm_clip`` (tensorflow-privacy's ``add_aggregate_noise``), divided by
     the *expected* batch size (not the realised one, whose size would itself leak under Poisson
     sampling), then any Keras optimizer (Adam here). Batches may vary in size.
 
@@ -458,16 +432,18 @@ class FastDPModel(tf.keras.Model):
         noise_multiplier: sigma >= 0; a variable (``self.noise_multiplier``) so a schedule can
             change it per epoch (:class:`lepton_nb.privacy.schedules.NoiseScheduleCallback`).
         expected_batch_size: B, the divisor of the noisy sum.
-        noise_seed: seed of the noise; ``None`` (default) draws a secret one with :mod:`secrets`.
-            Fix it only for tests.
 
     The loss and accuracy Keras logs are computed on the training batches and are not privatized
     (as in every DP-Keras training); ``clipped`` is the fraction of examples whose gradient was
     clipped, a diagnostic that is not privatized either.
+
+    The noise comes from ``tf.random.normal``, as in tensorflow-privacy, so it follows TensorFlow's
+    global seed (``TrainConfig.seed``): runs are reproducible, and whoever knows the seed can
+    recompute the noise. Train a model you release under a DP guarantee with a seed you keep secret.
     """
 
     def __init__(self, model: tf.keras.Model, *, l2_norm_clip: float, noise_multiplier: float,
-                 expected_batch_size: int, noise_seed: int | None = None, name: str | None = None):
+                 expected_batch_size: int, name: str | None = None):
         if not l2_norm_clip > 0:
             raise DPModelError(f"l2_norm_clip={l2_norm_clip}: must be > 0")
         if not noise_multiplier >= 0:
@@ -481,12 +457,6 @@ class FastDPModel(tf.keras.Model):
         self.expected_batch_size = int(expected_batch_size)
         self.noise_multiplier = tf.Variable(float(noise_multiplier), trainable=False, dtype=tf.float32,
                                             name="noise_multiplier")
-        if noise_seed is None:  # secret by default: whoever knows the seed can subtract the noise
-            import secrets
-
-            noise_seed = secrets.randbits(62)
-        self._noise_seed = tf.constant(int(noise_seed), tf.int64)
-        self._noise_step = tf.Variable(0, trainable=False, dtype=tf.int64, name="noise_step")
         self._registry = make_layer_registry()
         self._clipped = tf.keras.metrics.Mean(name="clipped")
 
@@ -517,9 +487,10 @@ class FastDPModel(tf.keras.Model):
             return ([tf.zeros_like(v) for v in variables], tf.zeros([0], x.dtype), tf.zeros([0, k], x.dtype))
 
         grads, norms, logits = tf.cond(tf.shape(x)[0] > 0, clipped, empty)
-        stddev = self.noise_multiplier * self.l2_norm_clip
-        noised = gaussian_noise_sum(grads, stddev, tf.stack([self._noise_seed, self._noise_step]))
-        self._noise_step.assign_add(1)
+        from tensorflow_privacy.privacy.fast_gradient_clipping import gradient_clipping_utils as gcu
+
+        noised = gcu.add_aggregate_noise(
+            grads, self.expected_batch_size, self.l2_norm_clip, self.noise_multiplier, loss_reduction="sum")
         scale = 1.0 / self.expected_batch_size
         grads = [g * tf.cast(scale, g.dtype) for g in noised]
         self.optimizer.apply_gradients(zip(grads, variables))
