@@ -93,6 +93,7 @@ class DPNotebookConfig:
         audit_examples: members (training examples) of the audit models; as many non-members.
         audit_epochs: epochs of the audited models (long, so the non-private one overfits).
         speed_examples: examples of the speed comparison of the paths (one timed epoch each).
+        speed_batch: batch size of that comparison (``benchmarks/bench_dp.py`` uses 256 too).
         speed_stock_steps: steps of each stock-path epoch actually timed (scaled to the epoch;
             the stock path takes seconds per step).
     """
@@ -109,7 +110,8 @@ class DPNotebookConfig:
     budget_epochs: int = 4
     audit_examples: int = 1000
     audit_epochs: int = 25
-    speed_examples: int = 1280
+    speed_examples: int = 3072
+    speed_batch: int = 256
     speed_stock_steps: int = 5
 
 
@@ -130,6 +132,7 @@ def dp_notebook(which: Mode | None = None) -> DPNotebookConfig:
             audit_examples=120,
             audit_epochs=2,
             speed_examples=128,
+            speed_batch=32,
         )
     if which == "full":
         return DPNotebookConfig(

@@ -1,6 +1,6 @@
 """Epoch time of non-private training and of the DP paths, same model, data and batch, one run.
 
-Used by notebook 03 and ``benchmarks/bench_privacy.py``. Every path trains the same freshly seeded
+Used by notebook 03 and ``benchmarks/bench_dp.py``. Every path trains the same freshly seeded
 model on the same fixed batches (a shuffled epoch, ragged end dropped, so the stock optimizer's
 microbatches divide every batch); the first epoch (tracing) is reported apart from the
 steady-state epochs. ``fast_poisson`` is the fast path fed by the Poisson pipeline instead.
