@@ -23,7 +23,7 @@ import time
 from _common import write
 
 import lepton_nb as ln
-from lepton_nb.config import CNNConfig, DataConfig, TrainConfig, replace
+from lepton_nb.config import CNNConfig, replace
 
 
 def speed(n: int, batch: int, epochs: dict[str, int], max_steps: dict[str, int]) -> tuple[dict, dict]:
@@ -45,17 +45,16 @@ def speed(n: int, batch: int, epochs: dict[str, int], max_steps: dict[str, int])
 
 
 def full_accuracy(target_epsilon: float = 3.0, delta: float = 1e-5) -> dict:
-    """DP training of the DP CNN on the full Fashion-MNIST at epsilon <= target (Poisson sampling)."""
-    ds = ln.data.load("fashion-mnist", full=True)
-    model = replace(ln.privacy.DP_CNN, filters=32, dense_units=64)
-    cfg = TrainConfig(epochs=40, batch_size=1024, learning_rate=3e-3, early_stopping_patience=None, verbose=2,
-                      tensorboard=False)
-    dp = ln.privacy.DPConfig(l2_norm_clip=1.0, noise_multiplier=None, target_epsilon=target_epsilon, delta=delta)
+    """DP training on the full Fashion-MNIST at epsilon <= target (Poisson sampling), with the
+    model and settings of notebook 03's full mode (``ln.privacy.dp_notebook("full")``)."""
+    nb = ln.privacy.dp_notebook("full")
+    ds = ln.data.from_config(nb.data)
+    dp = replace(nb.dp, noise_multiplier=None, target_epsilon=target_epsilon, delta=delta)
     t0 = time.perf_counter()
-    r = ln.privacy.train_dp(lambda: ln.models.build_cnn(model), ds, dp, cfg,
-                            data_cfg=DataConfig(full=True, validation_fraction=0.0))
-    return {"model": model.label, "train": {"epochs": cfg.epochs, "batch_size": cfg.batch_size,
-                                            "learning_rate": cfg.learning_rate},
+    r = ln.privacy.train_dp(lambda: ln.models.build_cnn(nb.model), ds, dp, replace(nb.train, tensorboard=False),
+                            data_cfg=nb.data)
+    return {"model": nb.model.label, "train": {"epochs": nb.train.epochs, "batch_size": nb.train.batch_size,
+                                               "optimizer": nb.train.optimizer, "learning_rate": nb.train.learning_rate},
             "dp": {"l2_norm_clip": dp.l2_norm_clip, "delta": delta, "sampling": dp.sampling,
                    "target_epsilon": target_epsilon},
             **r.summary(), "seconds": round(time.perf_counter() - t0, 1)}

@@ -27,13 +27,14 @@ from lepton_nb.privacy.accounting import (
     epsilon_for_schedule,
     steps_per_epoch,
 )
-from lepton_nb.privacy.config import DP_CNN, DPConfig, DPNotebookConfig, dp_notebook
+from lepton_nb.privacy.config import DP_CNN, DP_CNN_NO_NORM, DPConfig, DPNotebookConfig, dp_notebook
 
 __all__ = [
     "DPConfig",
     "DPModelError",
     "DPNotebookConfig",
     "DP_CNN",
+    "DP_CNN_NO_NORM",
     "FastDPModel",
     "PrivacyBudget",
     "PrivacyError",

@@ -12,11 +12,13 @@ from typing import Literal
 
 from lepton_nb.config import CNNConfig, DataConfig, Mode, TrainConfig, mode
 
-__all__ = ["DPConfig", "DPNotebookConfig", "DP_CNN", "dp_notebook"]
+__all__ = ["DPConfig", "DPNotebookConfig", "DP_CNN", "DP_CNN_NO_NORM", "dp_notebook"]
 
 #: The DP-friendly member of the CNN family: GroupNorm (per example) and tanh (Papernot et al.
 #: 2021, "Tempered Sigmoid Activations for Deep Learning with Differential Privacy"), small.
 DP_CNN = CNNConfig(filters=16, depth=2, norm="group", activation="tanh", dense_units=32)
+#: The same without normalization (Papernot et al.'s own CNNs have none): notebook 03's full mode.
+DP_CNN_NO_NORM = CNNConfig(filters=16, depth=2, norm="none", activation="tanh", dense_units=32)
 
 
 @dataclass(frozen=True)
@@ -135,11 +137,14 @@ def dp_notebook(which: Mode | None = None) -> DPNotebookConfig:
             speed_batch=32,
         )
     if which == "full":
+        # The tempered-sigmoid CNN (tanh, no normalization: Papernot et al. 2021), 3x faster than the
+        # GroupNorm one under DP here, with large batches. Measured here with these settings: 86.4 %
+        # validation accuracy after 13 of the 40 epochs (epsilon 1.6).
         return DPNotebookConfig(
             mode="full",
             data=DataConfig(full=True, validation_fraction=0.05),
-            train=TrainConfig(epochs=30, batch_size=512, learning_rate=2e-3, early_stopping_patience=None,
-                              verbose=2),
+            model=DP_CNN_NO_NORM,
+            train=TrainConfig(epochs=40, batch_size=1024, learning_rate=3e-3, early_stopping_patience=None, verbose=2),
             epsilons=(1.0, 3.0, 8.0),
             budget_epochs=10,
             audit_examples=5000,
