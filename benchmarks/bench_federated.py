@@ -8,7 +8,9 @@
 (c) rounds until the global model first reaches a target test accuracy, IID vs Dirichlet(0.5).
 
 Default: the bundled 6,000/4,000 sample (a few minutes here). ``--full``: the full 60k/10k set,
-100 clients, 10 per round for (a) and (c) (long).
+100 clients, 10 per round for (a) and (c) (long). ``--overhead-only``: (a) alone, written to
+``reports/bench/federated_overhead.json`` (with ``--full``: a round of 10 clients x 600 images x
+E = 5 at B = 10, the FedAvg paper's setting, a few minutes).
 """
 
 from __future__ import annotations
@@ -37,9 +39,21 @@ def keras_round(model, data, ids, cfg, seeds, global_weights):
     return [a / total for a in acc]
 
 
+def write_overhead(results: dict, full: bool, data: str, client, n_clients: int, per_round: int) -> None:
+    r = results["round_vs_keras"]
+    ratio = r["tff_seconds"]["median"] / r["keras_seconds"]["median"]
+    write("federated_overhead",
+          config={"full": full, "data": data, "model": "seed_cnn", "client": client.__dict__, "clients": n_clients,
+                  "clients_per_round": per_round},
+          results=results, ratios={"tff_vs_keras": round(ratio, 3)},
+          summary=(f"TFF round {r['tff_seconds']['median']:.2f} s vs Keras {r['keras_seconds']['median']:.2f} s "
+                   f"(x{ratio:.2f}), {r['examples_per_round']} examples per round"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="full Fashion-MNIST, 100 clients (long)")
+    parser.add_argument("--overhead-only", action="store_true", help="only (a), the TFF round vs Keras")
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -81,6 +95,9 @@ def main() -> None:
                                      "tff_seconds": tff_t, "keras_seconds": keras_t,
                                      "tff_images_per_s": examples / tff_t["median"],
                                      "keras_images_per_s": examples / keras_t["median"]}
+
+        if args.overhead_only:
+            return write_overhead(results, args.full, ds.name, client, n_clients, per_round)
 
         # (b) round time against clients per round --------------------------------------------------
         data100 = client_data.federate(ds, 100, seed=0)
