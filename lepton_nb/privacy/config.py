@@ -95,7 +95,9 @@ class DPNotebookConfig:
         audit_examples: members (training examples) of the audit models; as many non-members.
         audit_epochs: epochs of the audited models (long, so the non-private one overfits).
         speed_examples: examples of the speed comparison of the paths (one timed epoch each).
-        speed_batch: batch size of that comparison (``benchmarks/bench_dp.py`` uses 256 too).
+        speed_batch: batch size of that comparison. The stock path's memory grows with the square
+            of the batch (tensorflow-privacy takes the Jacobian of the per-example losses through
+            the whole batch): 18.5 GB at batch 256 here, so 64.
         speed_stock_steps: steps of each stock-path epoch actually timed (scaled to the epoch;
             the stock path takes seconds per step).
     """
@@ -112,8 +114,8 @@ class DPNotebookConfig:
     budget_epochs: int = 4
     audit_examples: int = 1000
     audit_epochs: int = 25
-    speed_examples: int = 3072
-    speed_batch: int = 256
+    speed_examples: int = 1280
+    speed_batch: int = 64
     speed_stock_steps: int = 5
 
 
