@@ -3,15 +3,20 @@
 One run, same model, same data, same batch, same fixed batches; the first epoch (tracing) is a
 warm-up. Writes ``reports/bench/dp.json`` with ``ratios.fast_vs_nonprivate``,
 ``ratios.stock_vs_nonprivate``, ``ratios.stock_vs_fast`` (and ``fast_poisson_vs_nonprivate``: the
-fast path fed by the Poisson pipeline) for the seed CNN (STACK.md's reference) and the DP CNN.
+fast path fed by the Poisson pipeline) for the seed CNN (STACK.md's reference) and the DP CNN
+(``dp_cnn_...``), all at batch 64.
 
-Default (a few minutes here): 12 batches of the bundled sample per epoch, batch 256.
-DP-SGD trains with large batches (the noise on the mean gradient is sigma * C / B: notebook 03
-uses 128 to 1,024, Papernot et al. 2021 and De et al. 2022 2,048 to 4,096), so 256 is the
-default; ``--batch 64`` measures the small-batch regime, where the per-step fixed costs (noise
-on every weight, the second backward pass) weigh most (seed CNN: 2.55x there in one quiet run).
-``--full``: 24 batches per epoch for the timings, then DP training on the full Fashion-MNIST
-(60k/10k) at epsilon <= 3, delta = 1e-5, Poisson sampling, recording test accuracy.
+DP-SGD trains with large batches (the noise on the mean gradient is sigma * C / B; notebook 03
+trains at 128 and 1,024), where the fast path's per-step fixed costs (noise on every weight, the
+second backward pass) weigh less: the same comparison without the stock path runs at batch 256
+too (``..._b256``). The stock path is left out there: tensorflow-privacy takes the Jacobian of the
+per-example losses through the whole batch, its memory grows with the batch squared (18.5 GB at
+batch 256 here, OOM-killed).
+
+Default (a few minutes here): 1,920 images of the bundled sample at batch 64 and 3,072 at 256.
+``--full``: the whole 6,000-image sample for the timings, then DP training on the full
+Fashion-MNIST (60k/10k) at epsilon <= 3, delta = 1e-5, Poisson sampling, with notebook 03's
+full-mode settings, recording test accuracy.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import lepton_nb as ln
 from lepton_nb.config import CNNConfig, replace
 
 
-def speed(n: int, batch: int, epochs: dict[str, int], max_steps: dict[str, int]) -> tuple[dict, dict]:
+def speed(n: int, batch: int, epochs: dict[str, int], max_steps: dict[str, int], suffix: str = "") -> tuple[dict, dict]:
+    """Epoch times of each path in ``epochs`` for the seed CNN and the DP CNN; their ratios."""
     from lepton_nb.privacy.speed import epoch_times, ratios
 
     ds = ln.data.stratified_subset(ln.data.load("fashion-mnist"), n, 10, seed=0)
@@ -35,12 +41,12 @@ def speed(n: int, batch: int, epochs: dict[str, int], max_steps: dict[str, int])
     for name, mcfg in models.items():
         times = {}
         for path, k in epochs.items():
-            print(f"   {name} {path}: {k} epochs of {n} images ...", file=sys.stderr, flush=True)
+            print(f"   {name} {path}: {k} epochs of {n} images, batch {batch} ...", file=sys.stderr, flush=True)
             times.update(epoch_times(lambda c=mcfg: ln.models.build_cnn(c), ds.x_train, ds.y_train, batch_size=batch,
                                      paths=(path,), epochs=k, max_steps=max_steps))
         results[name] = times
         for key, value in ratios(times).items():
-            flat[f"{key}" if name == "seed_cnn" else f"{name}_{key}"] = value
+            flat[(key if name == "seed_cnn" else f"{name}_{key}") + suffix] = value
     return results, flat
 
 
@@ -62,27 +68,29 @@ def full_accuracy(target_epsilon: float = 3.0, delta: float = 1e-5) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="24 batches per epoch, plus the full-data epsilon-3 run")
-    parser.add_argument("--batch", type=int, default=256, help="batch size of every path (default 256)")
+    parser.add_argument("--full", action="store_true", help="6,000 images, plus the full-data epsilon-3 run")
     args = parser.parse_args()
-    if not 8 <= args.batch <= 2000:
-        parser.error(f"--batch {args.batch}: use 8 to 2000 (the bundled sample has 6,000 training images)")
-    batch = args.batch
-    n = min(6000, batch * (24 if args.full else 12))
-    epochs = {"nonprivate": 6, "fast": 6, "fast_poisson": 6, "stock": 2} if not args.full else \
-        {"nonprivate": 4, "fast": 4, "fast_poisson": 4, "stock": 2}
-    # the stock path takes seconds per step here: its epochs are timed on their first steps and scaled
-    max_steps = {"stock": 6}
-    results, ratios = speed(n, batch, epochs, max_steps)
-    config = {"images": n, "batch_size": batch, "epochs_per_path": epochs, "warmup_epochs": 1,
-              "timed_steps_per_epoch": max_steps or "all",
-              "models": {"seed_cnn": CNNConfig().label, "dp_cnn": ln.privacy.DP_CNN.label},
+    k = 4 if args.full else 6
+    plans = {  # batch -> (images, epochs per path, steps timed per epoch)
+        64: (6000 if args.full else 1920, {"nonprivate": k, "fast": k, "fast_poisson": k, "stock": 2}, {"stock": 6}),
+        256: (6000 if args.full else 3072, {"nonprivate": k, "fast": k, "fast_poisson": k}, {}),
+    }
+    results, ratios = {}, {}
+    for batch, (n, epochs, max_steps) in plans.items():
+        res, rat = speed(n, batch, epochs, max_steps, suffix="" if batch == 64 else f"_b{batch}")
+        results[f"batch_{batch}"] = res
+        ratios.update(rat)
+    config = {"batches": {b: {"images": n, "epochs_per_path": e, "timed_steps_per_epoch": m or "all"}
+                          for b, (n, e, m) in plans.items()},
+              "warmup_epochs": 1, "models": {"seed_cnn": CNNConfig().label, "dp_cnn": ln.privacy.DP_CNN.label},
               "l2_norm_clip": 1.0, "noise_multiplier": 1.0, "full": args.full}
     if args.full:
         results["full_fashion_mnist_eps3"] = full_accuracy()
-    summary = (f"seed CNN fast {ratios['fast_vs_nonprivate']:.2f}x, stock {ratios['stock_vs_nonprivate']:.1f}x "
-               f"non-private; stock/fast {ratios['stock_vs_fast']:.1f}x; DP CNN fast "
-               f"{ratios['dp_cnn_fast_vs_nonprivate']:.2f}x, stock {ratios['dp_cnn_stock_vs_nonprivate']:.1f}x")
+    summary = (f"batch 64: seed CNN fast {ratios['fast_vs_nonprivate']:.2f}x, stock {ratios['stock_vs_nonprivate']:.1f}x "
+               f"non-private, stock/fast {ratios['stock_vs_fast']:.1f}x; DP CNN fast "
+               f"{ratios['dp_cnn_fast_vs_nonprivate']:.2f}x, stock {ratios['dp_cnn_stock_vs_nonprivate']:.1f}x. "
+               f"Batch 256: seed CNN fast {ratios['fast_vs_nonprivate_b256']:.2f}x, DP CNN fast "
+               f"{ratios['dp_cnn_fast_vs_nonprivate_b256']:.2f}x")
     if args.full:
         summary += f"; full FMNIST eps<=3 accuracy {results['full_fashion_mnist_eps3'].get('accuracy')} %"
     write("dp", config=config, results=results, ratios=ratios, summary=summary)
