@@ -110,3 +110,15 @@ def test_stock_microbatches_of_two_examples_are_accounted_with_double_sensitivit
     dp = DPConfig(noise_multiplier=2.0, delta=1e-3, path="stock", sampling="shuffle", num_microbatches=16)
     r = ln.privacy.train_dp(_model, small, dp, _cfg(epochs=1, batch_size=32), data_cfg=DATA, evaluate_test=False)
     assert r.extra["epsilon"] == pytest.approx(ln.privacy.epsilon(135, 32, 1, 1.0, 1e-3, sampling="shuffle"), rel=1e-3)
+
+
+def test_stock_path_memory_is_estimated_and_refused_before_training():
+    from lepton_nb.privacy.optimizers import check_stock_memory, stock_memory_bytes
+
+    model = ln.models.build_cnn(ln.privacy.DP_CNN)
+    # the DP CNN keeps 62,762 activations per example: at 256 x 256 that is 16.5 GB (18.5 GB measured here)
+    assert stock_memory_bytes(model, 256, 256) == 4 * 62_762 * 256 * 256
+    assert stock_memory_bytes(model, 64, 64) * 16 == stock_memory_bytes(model, 256, 256)
+    with pytest.raises(PrivacyError, match=r"needs about 16\.5 GB.*path='fast'"):
+        check_stock_memory(model, 256, 256, available_bytes=8 * 10**9)
+    assert check_stock_memory(model, 64, 64, available_bytes=8 * 10**9) < 1.1e9

@@ -39,7 +39,7 @@ def epoch_times(model_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.nda
         "timed_steps": k', "images_per_s": r}}``, epoch times in seconds per full epoch.
     """
     from lepton_nb.privacy.fast_clipping import FastDPModel
-    from lepton_nb.privacy.optimizers import check_batches, compile_stock, make_stock_optimizer
+    from lepton_nb.privacy.optimizers import check_batches, check_stock_memory, compile_stock, make_stock_optimizer
     from lepton_nb.privacy.sampling import poisson_pipeline, shuffle_pipeline
     from lepton_nb.training import EpochTimer, compile_model, set_seed
     from lepton_nb.config import TrainConfig
@@ -67,6 +67,7 @@ def epoch_times(model_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.nda
                             loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                             metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
         else:
+            check_stock_memory(model, batch_size, batch_size)
             trainer = compile_stock(model, make_stock_optimizer(l2_norm_clip=l2_norm_clip,
                                                                 noise_multiplier=noise_multiplier,
                                                                 num_microbatches=batch_size,

@@ -17,7 +17,7 @@ from lepton_nb.privacy.accounting import PrivacyError, calibrate_noise, epsilon_
 from lepton_nb.privacy.budget import PrivacyBudget
 from lepton_nb.privacy.config import DPConfig
 from lepton_nb.privacy.fast_clipping import FastDPModel, check_dp_model
-from lepton_nb.privacy.optimizers import check_batches, compile_stock, make_stock_optimizer
+from lepton_nb.privacy.optimizers import check_batches, check_stock_memory, compile_stock, make_stock_optimizer
 from lepton_nb.privacy.sampling import poisson_pipeline, shuffle_pipeline
 from lepton_nb.privacy.schedules import NoiseScheduleCallback
 from lepton_nb.training import EpochTimer, TrainResult, evaluate, make_optimizer, set_seed
@@ -99,6 +99,8 @@ def train_dp(
     model = model_fn()
     name = name or f"dp_{model.name}"
     check_dp_model(model, fast=dp.path == "fast")
+    if mb is not None:
+        check_stock_memory(model, b, mb)
 
     if dp.sampling == "poisson":
         train_ds, steps = poisson_pipeline(x_tr, y_tr, b, seed=cfg.seed)
