@@ -66,9 +66,17 @@ def load_summary(path: Path | None = None) -> dict:
 
 
 def record(section: str, values: dict, *, path: Path | None = None) -> Path:
-    """Merge ``values`` into ``summary.json`` under ``section`` (nested dicts merge; others replace)."""
+    """Merge ``values`` into ``summary.json`` under ``section`` (nested dicts merge; others replace).
+
+    A section last recorded in another mode (smoke, default, full) starts afresh: its figures
+    never mix with those of another mode.
+    """
+    from lepton_nb.config import mode
+
     path = path or reports_dir() / "summary.json"
     summary = load_summary(path)
+    if summary.get("modes", {}).get(section, mode()) != mode():
+        summary.get("sections", {}).pop(section, None)
 
     def merge(dst: dict, src: dict) -> None:
         for k, v in src.items():
@@ -78,8 +86,6 @@ def record(section: str, values: dict, *, path: Path | None = None) -> Path:
                 dst[k] = v
 
     merge(summary.setdefault("sections", {}).setdefault(section, {}), jsonable(values))
-    from lepton_nb.config import mode
-
     summary["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     summary.setdefault("modes", {})[section] = mode()
     tmp = path.with_suffix(".json.tmp")

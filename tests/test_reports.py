@@ -26,6 +26,20 @@ def test_record_merges_sections_and_renders_markdown(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_a_section_recorded_in_another_mode_starts_afresh(tmp_path, monkeypatch):
+    path = tmp_path / "summary.json"
+    monkeypatch.delenv("LEPTON_NB_SMOKE", raising=False)
+    monkeypatch.delenv("LEPTON_NB_FULL", raising=False)
+    ln.reports.record("04_z", {"models": {"sweep_small": {"accuracy": 75.0}}}, path=path)
+    ln.reports.record("01_x", {"models": {"mlp": {"accuracy": 84.1}}}, path=path)
+    monkeypatch.setenv("LEPTON_NB_FULL", "1")
+    ln.reports.record("04_z", {"models": {"fedavg": {"accuracy": 90.6}}}, path=path)
+    data = json.loads(path.read_text())
+    assert data["sections"]["04_z"]["models"] == {"fedavg": {"accuracy": 90.6}}  # no default-mode row left
+    assert data["modes"] == {"04_z": "full", "01_x": "default"}
+    assert data["sections"]["01_x"]["models"] == {"mlp": {"accuracy": 84.1}}  # other sections untouched
+
+
 def test_claim_markdown_quotes_the_measured_numbers():
     rep = ln.metrics.report([0, 1, 1, 0], [0, 1, 0, 0])
     text = ln.reports.claim_markdown({"cnn": rep})
