@@ -86,7 +86,6 @@ def test_explorer_model_rejects_bad_input(cnn, tiny):
 
 
 def test_explorer_widget_updates_in_place(logic):
-    pytest.importorskip("ipywidgets")
     ui = widgets.Explorer(logic)
     first = ui.overlay.value
     assert first[:4] == b"\x89PNG" and "image 0" in ui.caption.value

@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-pytest.importorskip("tensorflow_federated")
+import tensorflow as tf
+import tensorflow_federated  # noqa: F401 - a locked dependency: missing, these tests must fail, not skip
 
 import lepton_nb as ln  # noqa: E402
 from lepton_nb.federated import accounting, algorithms, client_data, loop, runtime  # noqa: E402

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow_federated")
+import tensorflow_federated  # noqa: F401 - a locked dependency: missing, these tests must fail, not skip
 
 from lepton_nb.federated import runtime  # noqa: E402
 

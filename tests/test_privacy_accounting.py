@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-dp_accounting = pytest.importorskip("dp_accounting")
+import dp_accounting
 
 import lepton_nb as ln  # noqa: E402
 from lepton_nb.privacy import PrivacyError  # noqa: E402

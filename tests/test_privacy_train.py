@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-tf = pytest.importorskip("tensorflow")
-pytest.importorskip("tensorflow_privacy")
+import tensorflow as tf
+import tensorflow_privacy  # noqa: F401 - a locked dependency: missing, these tests must fail, not skip
 
 import lepton_nb as ln  # noqa: E402
 from lepton_nb.config import CNNConfig, DataConfig, TrainConfig  # noqa: E402
