@@ -75,7 +75,8 @@ def record(section: str, values: dict, *, path: Path | None = None) -> Path:
 
     path = path or reports_dir() / "summary.json"
     summary = load_summary(path)
-    if summary.get("modes", {}).get(section, mode()) != mode():
+    current = mode()
+    if summary.get("modes", {}).get(section, current) != current:
         summary.get("sections", {}).pop(section, None)
 
     def merge(dst: dict, src: dict) -> None:
@@ -87,7 +88,7 @@ def record(section: str, values: dict, *, path: Path | None = None) -> Path:
 
     merge(summary.setdefault("sections", {}).setdefault(section, {}), jsonable(values))
     summary["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    summary.setdefault("modes", {})[section] = mode()
+    summary.setdefault("modes", {})[section] = current
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(summary, indent=2, sort_keys=False))
     os.replace(tmp, path)
