@@ -38,9 +38,9 @@ $(STAMP): requirements/lock.txt pyproject.toml
 run: $(STAMP)
 	$(PY) -m lepton_nb run $(MODE_FLAG) $(NB_FLAG)
 
-# Unit tests, then every notebook executed by nbmake in smoke mode (one pytest run, one summary).
+# Unit tests, then every notebook executed in smoke mode as `make run` executes it (tests/test_notebooks.py).
 test: $(STAMP)
-	LEPTON_NB_SMOKE=1 TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest tests notebooks --nbmake --nbmake-timeout=900
+	LEPTON_NB_SMOKE=1 TF_CPP_MIN_LOG_LEVEL=3 $(PY) -m pytest tests
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)

@@ -32,6 +32,7 @@ from lepton_nb.federated.config import ClientConfig, FedAvgConfig
 from lepton_nb.federated.config import DPConfig as FedDPConfig
 from lepton_nb.privacy.config import DP_CNN
 from lepton_nb.privacy.config import DPConfig as SGDDPConfig
+from lepton_nb.reports import Summary
 
 if TYPE_CHECKING:  # pragma: no cover
     from lepton_nb.data import Dataset
@@ -346,7 +347,7 @@ class FederatedOutcome:
         out.update({k: round(100 * self.report[k], 2) for k in ("accuracy", "recall_macro", "f1_macro")})
         if self.epsilon is not None:
             out.update({"epsilon": round(self.epsilon, 2), "delta": self.delta})
-        return out
+        return Summary(out)
 
 
 def federated_hospitals(ds: "Dataset", fed: FedAvgConfig, model: CNNConfig, *, alpha: float,

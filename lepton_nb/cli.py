@@ -50,13 +50,16 @@ def execute_notebook(path: Path, out_dir: Path, *, timeout: int | None) -> float
     """Execute ``path`` in a fresh kernel, write the executed copy and its HTML; returns seconds.
 
     Raises:
-        RuntimeError: naming the notebook and the failing cell; the partly executed copy is
-            still written.
+        RuntimeError: naming the notebook and the failing cell, or the cells that show a figure
+            only as text (:func:`lepton_nb.notebook_checks.figure_problems`); the executed copy
+            is still written.
     """
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
     from nbconvert import HTMLExporter
+
+    from lepton_nb.notebook_checks import figure_problems
 
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
@@ -80,6 +83,9 @@ def execute_notebook(path: Path, out_dir: Path, *, timeout: int | None) -> float
         where = f"code cell {idx} ({first!r})" if idx > 0 else "a cell"
         last = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
         raise RuntimeError(f"{path.name} failed in {where}: {last}")
+    problems = figure_problems(nb)
+    if problems:
+        raise RuntimeError(f"{path.name}: " + "; ".join(problems))
     return time.perf_counter() - t0
 
 

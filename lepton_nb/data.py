@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from lepton_nb.config import Augmentation
+from lepton_nb.reports import Summary
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
@@ -117,7 +118,7 @@ class Dataset:
         }
         if self.y_val is not None:
             out["val"] = int(len(self.y_val))
-        return out
+        return Summary(out)
 
     def __repr__(self) -> str:
         s = self.summary()

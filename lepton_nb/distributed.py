@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator, Literal, Sequence
 import tensorflow as tf
 
 from lepton_nb.config import DataConfig, Mode, TrainConfig, mode
+from lepton_nb.reports import Summary
 
 __all__ = [
     "DistributedConfig",
@@ -110,8 +111,8 @@ class StrategyChoice:
         return self.line
 
     def as_dict(self) -> dict:
-        return {"kind": self.kind, "reason": self.reason, "num_replicas": self.num_replicas,
-                "devices": list(self.devices), "precision": self.precision}
+        return Summary({"kind": self.kind, "reason": self.reason, "num_replicas": self.num_replicas,
+                        "devices": list(self.devices), "precision": self.precision})
 
 
 def choice_of(strat: tf.distribute.Strategy) -> StrategyChoice:
@@ -204,7 +205,7 @@ def detect_hardware() -> dict:
     cfg = _tf_config()
     cpus = tf.config.list_physical_devices("CPU")
     split = tf.config.get_logical_device_configuration(cpus[0]) if cpus else None
-    return {
+    return Summary({
         "cpu_cores": os.cpu_count(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
         "tpu": tpu,
@@ -212,7 +213,7 @@ def detect_hardware() -> dict:
         "tf_config_tasks": _num_tasks(cfg) if cfg else 0,
         "cpu_split": len(split) if split else 0,
         "tensorflow": tf.__version__,
-    }
+    })
 
 
 # ------------------------------------------------------------------------------------ CPU split
@@ -676,13 +677,13 @@ class ResumeDemo:
         return self.completed_before + self.resumed.epochs_run
 
     def summary(self) -> dict:
-        return {"completed_before_interruption": self.completed_before,
-                "resumed_at_epoch": self.resumed.distribution["resumed_at_epoch"],
-                "epochs_after_resume": self.resumed.epochs_run, "total_epochs": self.total_epochs,
-                "reference_epochs": self.reference.epochs_run,
-                "final_loss_resumed": round(self.resumed.history["loss"][-1], 5),
-                "final_loss_reference": round(self.reference.history["loss"][-1], 5),
-                "max_weight_diff": self.max_weight_diff}
+        return Summary({"completed_before_interruption": self.completed_before,
+                        "resumed_at_epoch": self.resumed.distribution["resumed_at_epoch"],
+                        "epochs_after_resume": self.resumed.epochs_run, "total_epochs": self.total_epochs,
+                        "reference_epochs": self.reference.epochs_run,
+                        "final_loss_resumed": round(self.resumed.history["loss"][-1], 5),
+                        "final_loss_reference": round(self.reference.history["loss"][-1], 5),
+                        "max_weight_diff": self.max_weight_diff})
 
 
 def interrupt_and_resume(build: Callable[[], tf.keras.Model], data, cfg: TrainConfig, workdir: str | os.PathLike,

@@ -1,17 +1,39 @@
-"""Figures as matplotlib ``Figure`` objects (no pyplot state); :func:`save_figure` writes PNGs.
+"""Figures as matplotlib figures (no pyplot state); :func:`save_figure` writes PNGs.
 
-A ``Figure`` returned as the last expression of a notebook cell is displayed by IPython.
+Every figure function of lepton_nb returns a :class:`Figure`, which shows itself as a PNG image
+when it is the last expression of a notebook cell: JupyterLab, nbconvert's HTML, VS Code and Colab
+all follow IPython's display protocol (``_repr_png_``), so no ``%matplotlib`` magic and no pyplot
+import is needed.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+import matplotlib.figure
 import numpy as np
-from matplotlib.figure import Figure
 
-__all__ = ["class_counts", "class_grid", "clean_axes", "confusion_matrix", "sample_grid", "save_figure", "training_curves"]
+__all__ = ["Figure", "class_counts", "class_grid", "clean_axes", "confusion_matrix", "sample_grid", "save_figure",
+           "training_curves"]
+
+
+class Figure(matplotlib.figure.Figure):
+    """A matplotlib figure that notebooks display as a PNG image.
+
+    A plain ``matplotlib.figure.Figure`` built without pyplot has no display hook in a kernel that
+    never imported pyplot, so IPython shows only its text repr (``<Figure size 1000x360 with 2
+    Axes>``). This subclass implements IPython's display protocol itself.
+    """
+
+    #: resolution of the displayed PNG (saved files use :func:`save_figure`'s ``dpi``)
+    display_dpi = 100
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=self.display_dpi, bbox_inches="tight")
+        return buffer.getvalue()
 
 
 def save_figure(fig: Figure, name: str, *, dpi: int = 120) -> Path:

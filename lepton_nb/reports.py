@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["claim_markdown", "confusions_markdown", "figure_path", "jsonable", "load_summary", "record", "record_models", "reports_dir", "write_markdown"]
+__all__ = ["Summary", "Table", "claim_markdown", "confusions_markdown", "figure_path", "jsonable", "load_summary",
+           "record", "record_models", "reports_dir", "table", "write_markdown"]
 
 _REPO = Path(__file__).resolve().parent.parent
 MODEL_COLUMNS = (("accuracy", "accuracy %"), ("recall_macro", "macro recall %"), ("f1_macro", "macro F1 %"),
@@ -101,6 +102,12 @@ def record_models(section: str, results: dict[str, dict], **more) -> Path:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_fmt(x) for x in v)
+    if isinstance(v, (np.floating, np.integer)):
+        v = v.item()
     if isinstance(v, float):
         if v != 0 and abs(v) < 0.01:  # e.g. a DP delta of 1e-05
             return f"{v:.2g}"
@@ -110,14 +117,45 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _models_table(models: dict[str, dict], first: str = "model") -> list[str]:
+def _models_table(models: dict[str, dict], first: str | None = "model") -> list[str]:
+    """Markdown lines of a table, one row per model; ``first=None`` leaves out the name column."""
     known = dict(MODEL_COLUMNS)
     keys = list(dict.fromkeys(k for m in models.values() for k in m))
     cols = [(k, t) for k, t in MODEL_COLUMNS if k in keys] + [(k, k) for k in keys if k not in known]
-    lines = [f"| {first} | " + " | ".join(t for _, t in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    named = first is not None
+    lines = ["| " + " | ".join(([first] if named else []) + [t for _, t in cols]) + " |",
+             "|---" * (len(cols) + named) + "|"]
     for name, figures in models.items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(figures.get(k, "")) for k, _ in cols) + " |")
+        lines.append("| " + " | ".join(([name] if named else []) + [_fmt(figures.get(k, "")) for k, _ in cols]) + " |")
     return lines
+
+
+class Summary(dict):
+    """The figures of one run (a plain dict) that a notebook shows as a one-row table.
+
+    What :meth:`TrainResult.summary` and the other ``summary()`` methods return: still a dict for
+    code and for :func:`record`, rendered like the tables of ``summary.md`` (two decimals, small
+    values such as a delta in scientific form) when it is the last expression of a cell.
+    """
+
+    def _repr_markdown_(self) -> str:
+        return "\n".join(_models_table({"": self}, first=None))
+
+
+class Table(dict):
+    """``{row name: {column: value}}`` shown as a table in notebooks (see :func:`table`)."""
+
+    first = ""
+
+    def _repr_markdown_(self) -> str:
+        return "\n".join(_models_table(self, first=self.first))
+
+
+def table(rows: dict[str, dict], *, first: str = "") -> Table:
+    """``rows`` (e.g. ``{name: result.summary()}``) as a :class:`Table`; ``first`` heads the name column."""
+    out = Table({str(k): dict(v) for k, v in rows.items()})
+    out.first = first
+    return out
 
 
 def write_markdown(path: Path | None = None) -> Path:

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from lepton_nb import metrics
+from lepton_nb.reports import Summary
 from lepton_nb.config import Augmentation, DataConfig, TrainConfig
 from lepton_nb.data import Dataset, pipeline, split_validation
 
@@ -129,7 +130,7 @@ class TrainResult:
                "train_seconds": round(self.seconds, 1)}
         if self.report:
             out.update({k: round(100 * self.report[k], 2) for k in ("accuracy", "recall_macro", "f1_macro")})
-        return {**out, **self.extra}
+        return Summary({**out, **self.extra})
 
 
 def resume_epoch(backup_dir: str | os.PathLike) -> int:

@@ -1,9 +1,11 @@
-"""JupyterLab in a real browser: notebook 05 runs in smoke mode and its explorer widget responds.
+"""JupyterLab in a real browser: notebook 05 runs in smoke mode, draws its figures, and its explorer
+widget responds.
 
 Starts JupyterLab on 127.0.0.1 with a token, drives Debian's headless Chromium through Playwright
 (``executable_path="/usr/bin/chromium"``: Playwright's own browser download is not reachable here),
-runs every cell, waits for the explorer's images, changes the explanation method and checks that
-the heatmap image changes. Bounded in time; the server and its kernels are always stopped, and the
+runs every cell, checks that the figures are drawn as images (not ``<Figure size ...>`` text) and
+the run summaries as tables, waits for the explorer's images, changes the explanation method and
+checks that the heatmap image changes. Bounded in time; the server and its kernels are always stopped, and the
 test fails if any of their processes is left behind.
 """
 
@@ -67,6 +69,11 @@ def lab(tmp_path):
     env = {**os.environ, "LEPTON_NB_SMOKE": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
            "LEPTON_NB_REPORTS": str(tmp_path / "reports"), "JUPYTER_CONFIG_DIR": str(tmp_path / "jcfg"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"), "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings")}
+    # JupyterLab 4 attaches only the cells near the viewport ("windowing"); render them all so the
+    # figures above the explorer are in the page to be checked.
+    tracker = tmp_path / "settings" / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text('{"windowingMode": "none"}')
     log = tmp_path / "lab.log"
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
@@ -117,6 +124,13 @@ def test_explorer_renders_and_responds_in_jupyterlab(lab):
             snapshot_children()
             notebook_text = page.locator(".jp-Notebook").inner_text()
             assert "Traceback (most recent call last)" not in notebook_text
+            assert "<Figure size" not in notebook_text, "a figure is shown as text, not drawn"
+            figures = page.locator(".jp-OutputArea .jp-RenderedImage img")
+            assert figures.count() >= 5, f"only {figures.count()} figures rendered as images in the notebook"
+            drawn = figures.evaluate_all("(imgs) => imgs.filter(i => i.complete && i.naturalWidth > 100).length")
+            assert drawn == figures.count(), f"{figures.count() - drawn} figure images did not load"
+            assert page.locator(".jp-OutputArea .jp-RenderedMarkdown table").count() >= 1, \
+                "run summaries are not shown as tables"
             overlay = images.nth(1)
             page.wait_for_function("(img) => img.src && img.naturalWidth > 0", arg=overlay.element_handle(),
                                    timeout=60_000)

@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
 
-from lepton_nb.plotting import class_grid, clean_axes
+from lepton_nb.plotting import Figure, class_grid, clean_axes
 
 __all__ = [
     "activation_grid",

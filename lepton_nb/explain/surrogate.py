@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
+from lepton_nb.reports import Summary
+
 __all__ = ["Region", "Surrogate", "fit_surrogate", "image_regions", "image_surrogate", "model_surrogate",
            "region_features"]
 
@@ -124,7 +126,7 @@ class Surrogate:
             out["tree_accuracy"] = round(100 * self.accuracy, 2)
         if self.model_accuracy is not None:
             out["model_accuracy"] = round(100 * self.model_accuracy, 2)
-        return out
+        return Summary(out)
 
 
 def fit_surrogate(features_train: np.ndarray, model_pred_train: np.ndarray, features_test: np.ndarray,

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from lepton_nb.data import Dataset, partition
+from lepton_nb.reports import Summary
 
 __all__ = ["FederatedData", "federate", "from_parts", "split_test"]
 
@@ -140,9 +141,9 @@ class FederatedData:
 
     def summary(self) -> dict:
         """Split, number of clients, sizes and class spread, for reports."""
-        return {"split": self.split, "clients": self.num_clients, "examples": int(self.sizes.sum()),
-                "min_size": int(self.sizes.min()), "max_size": int(self.sizes.max()),
-                "mean_classes_per_client": round(float(self.classes_per_client().mean()), 2)}
+        return Summary({"split": self.split, "clients": self.num_clients, "examples": int(self.sizes.sum()),
+                        "min_size": int(self.sizes.min()), "max_size": int(self.sizes.max()),
+                        "mean_classes_per_client": round(float(self.classes_per_client().mean()), 2)})
 
     def __repr__(self) -> str:
         s = self.summary()

@@ -19,6 +19,7 @@ import numpy as np
 from lepton_nb.federated.algorithms import Task, fed_eval
 from lepton_nb.federated.client_data import FederatedData, split_test
 from lepton_nb.federated.config import FedAvgConfig
+from lepton_nb.reports import Summary
 
 __all__ = ["FederatedRun", "Evaluator", "run"]
 
@@ -101,12 +102,12 @@ class FederatedRun:
     def summary(self) -> dict:
         """Figures for reports (accuracy in percent)."""
         c = self.config
-        return {"split": self.data_split, "rounds": int(self.history["round"].max()),
-                "clients": c.num_clients, "clients_per_round": c.clients_per_round,
-                "local_epochs": c.client.local_epochs, "batch_size": c.client.batch_size,
-                "accuracy": round(100 * self.test_accuracy, 2),
-                "round_seconds": round(self.steady_round_seconds, 3),
-                "train_seconds": round(float(self.history["seconds"].sum()), 1), **self.extra}
+        return Summary({"split": self.data_split, "rounds": int(self.history["round"].max()),
+                        "clients": c.num_clients, "clients_per_round": c.clients_per_round,
+                        "local_epochs": c.client.local_epochs, "batch_size": c.client.batch_size,
+                        "accuracy": round(100 * self.test_accuracy, 2),
+                        "round_seconds": round(self.steady_round_seconds, 3),
+                        "train_seconds": round(float(self.history["seconds"].sum()), 1), **self.extra})
 
 
 def _flatten(prefix: str, value, out: dict) -> None:

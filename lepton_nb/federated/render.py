@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
+
 from matplotlib.ticker import MaxNLocator
+
+from lepton_nb.plotting import Figure
 
 __all__ = ["accuracy_vs_rounds", "client_histograms", "dp_budget", "sweep"]
 

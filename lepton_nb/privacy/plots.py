@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
+
+from lepton_nb.plotting import Figure
 
 __all__ = ["audit_roc", "budget_curve", "privacy_utility", "schedule", "speed"]
 
