@@ -45,7 +45,9 @@ def main(argv=None) -> None:
     import lepton_nb as ln  # noqa: E402  (the CPU split below must precede any TensorFlow op)
 
     cpu2 = ln.distributed.strategy(cpu_replicas=2, verbose=False)
-    from lepton_nb.config import DataConfig, TrainConfig, replace
+    from dataclasses import replace
+
+    from lepton_nb.settings import DataConfig, DistributionOptions, TrainConfig
 
     repeats = 5 if args.full else 3
     batch = 128
@@ -58,8 +60,8 @@ def main(argv=None) -> None:
     runs = {
         "one": dict(strategy=None),
         "cpu2": dict(strategy=cpu2),
-        "one_xla": dict(strategy=None, jit_compile=True),
-        "one_bf16": dict(strategy=None, mixed_precision="mixed_bfloat16"),
+        "one_xla": dict(strategy=None, distribution=DistributionOptions(jit_compile=True)),
+        "one_bf16": dict(strategy=None, distribution=DistributionOptions(mixed_precision="mixed_bfloat16")),
     }
     results: dict = {}
     models, warmup = {}, {}

@@ -24,11 +24,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 
 from _common import write
 
 import lepton_nb as ln
-from lepton_nb.config import CNNConfig, replace
+from lepton_nb.settings import DP_CNN, CNNConfig
 
 
 def speed(n: int, batch: int, epochs: dict[str, int], max_steps: dict[str, int], suffix: str = "") -> tuple[dict, dict]:
@@ -36,7 +37,7 @@ def speed(n: int, batch: int, epochs: dict[str, int], max_steps: dict[str, int],
     from lepton_nb.privacy.speed import epoch_times, ratios
 
     ds = ln.data.stratified_subset(ln.data.load("fashion-mnist"), n, 10, seed=0)
-    models = {"seed_cnn": CNNConfig(), "dp_cnn": ln.privacy.DP_CNN}
+    models = {"seed_cnn": CNNConfig(), "dp_cnn": DP_CNN}
     results, flat = {}, {}
     for name, mcfg in models.items():
         times = {}
@@ -52,8 +53,10 @@ def speed(n: int, batch: int, epochs: dict[str, int], max_steps: dict[str, int],
 
 def full_accuracy(target_epsilon: float = 3.0, delta: float = 1e-5) -> dict:
     """DP training on the full Fashion-MNIST at epsilon <= target (Poisson sampling), with the
-    model and settings of notebook 03's full mode (``ln.privacy.dp_notebook("full")``)."""
-    nb = ln.privacy.dp_notebook("full")
+    model and settings of notebook 03's full mode (``nb03_privacy.get_config("full")``)."""
+    from lepton_nb.stories import nb03_privacy
+
+    nb = nb03_privacy.get_config("full")
     ds = ln.data.from_config(nb.data)
     dp = replace(nb.dp, noise_multiplier=None, target_epsilon=target_epsilon, delta=delta)
     t0 = time.perf_counter()
@@ -82,7 +85,7 @@ def main() -> None:
         ratios.update(rat)
     config = {"batches": {b: {"images": n, "epochs_per_path": e, "timed_steps_per_epoch": m or "all"}
                           for b, (n, e, m) in plans.items()},
-              "warmup_epochs": 1, "models": {"seed_cnn": CNNConfig().label, "dp_cnn": ln.privacy.DP_CNN.label},
+              "warmup_epochs": 1, "models": {"seed_cnn": CNNConfig().label, "dp_cnn": DP_CNN.label},
               "l2_norm_clip": 1.0, "noise_multiplier": 1.0, "full": args.full}
     if args.full:
         results["full_fashion_mnist_eps3"] = full_accuracy()

@@ -23,9 +23,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import lepton_nb as ln
-    from lepton_nb.config import TrainConfig
+    from lepton_nb.settings import TrainConfig
     from lepton_nb.explain import attribution, widgets
-    from lepton_nb.explain.config import AttributionConfig
+    from lepton_nb.explain.settings import AttributionConfig
 
     batch = 1024 if args.full else 256
     single = 64 if args.full else 24

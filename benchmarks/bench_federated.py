@@ -60,7 +60,7 @@ def main() -> None:
 
     import lepton_nb as ln
     from lepton_nb.federated import algorithms, client_data, loop, runtime
-    from lepton_nb.federated.config import ClientConfig, FedAvgConfig
+    from lepton_nb.federated.settings import ClientConfig, FedAvgConfig
 
     ds = ln.data.load("fashion-mnist", full=args.full)
     shape, k = ds.input_shape, ds.num_classes

@@ -13,7 +13,7 @@ import argparse
 from _common import timed, write
 
 import lepton_nb as ln
-from lepton_nb.config import TrainConfig
+from lepton_nb.settings import TrainConfig
 
 
 def main() -> None:
@@ -35,7 +35,7 @@ def main() -> None:
         for _ in pipe:
             pass
 
-    plain, augmented = make(), make(ln.config.Augmentation())
+    plain, augmented = make(), make(ln.settings.Augmentation())
     t_pipe = timed(lambda: drain(plain), repeats=args.repeats)
     t_aug = timed(lambda: drain(augmented), repeats=args.repeats)
 

@@ -1,7 +1,10 @@
 """lepton_nb: notebooks and a library for fast, private and explainable image models.
 
-Submodules are imported on first use (PEP 562), so ``import lepton_nb`` does not import
-TensorFlow, and a missing optional piece fails where it is used::
+Two layers: the core library (``data``, ``models``, ``training``, ``metrics``, ``distributed``,
+``privacy``, ``federated``, ``explain``, ``plotting``, ``reports``, ``settings``, ``export``) that
+any notebook can use, and ``stories``, one module per numbered notebook. Submodules are imported on
+first use (PEP 562), so ``import lepton_nb`` does not import TensorFlow, and a missing optional
+piece fails where it is used::
 
     import lepton_nb as ln
     ds = ln.data.load("fashion-mnist")
@@ -9,14 +12,12 @@ TensorFlow, and a missing optional piece fails where it is used::
 
 from __future__ import annotations
 
-import importlib
+from lepton_nb._lazy import lazy_submodules
 
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "case_study",
     "cli",
-    "config",
     "data",
     "distributed",
     "explain",
@@ -24,22 +25,15 @@ _SUBMODULES = (
     "federated",
     "metrics",
     "models",
+    "notebook_checks",
     "plotting",
     "privacy",
     "reports",
+    "settings",
+    "stories",
     "training",
 )
 
 __all__ = ["__version__", *_SUBMODULES]
 
-
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'lepton_nb' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_submodules(__name__, _SUBMODULES, globals())

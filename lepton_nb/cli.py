@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ.pop("LEPTON_NB_SMOKE", None)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hide TF's C++ start-up noise in the kernels
     from lepton_nb import reports
-    from lepton_nb.config import mode
+    from lepton_nb.settings import mode
 
     if args.reports:
         os.environ["LEPTON_NB_REPORTS"] = str(Path(args.reports).resolve())

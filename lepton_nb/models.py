@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from lepton_nb.config import CNNConfig
+from lepton_nb.settings import CNNConfig
 
 __all__ = ["build_cnn", "build_mlp", "build_seed_cnn", "count_params", "last_conv_layer", "probabilities"]
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Summary", "Table", "claim_markdown", "confusions_markdown", "figure_path", "jsonable", "load_summary",
-           "record", "record_models", "reports_dir", "table", "write_markdown"]
+__all__ = ["Summary", "Table", "figure_path", "jsonable", "load_summary", "record", "record_models", "reports_dir",
+           "table", "write_markdown"]
 
 _REPO = Path(__file__).resolve().parent.parent
 MODEL_COLUMNS = (("accuracy", "accuracy %"), ("recall_macro", "macro recall %"), ("f1_macro", "macro F1 %"),
@@ -72,7 +72,7 @@ def record(section: str, values: dict, *, path: Path | None = None) -> Path:
     A section last recorded in another mode (smoke, default, full) starts afresh: its figures
     never mix with those of another mode.
     """
-    from lepton_nb.config import mode
+    from lepton_nb.settings import mode
 
     path = path or reports_dir() / "summary.json"
     summary = load_summary(path)
@@ -179,37 +179,3 @@ def write_markdown(path: Path | None = None) -> Path:
         lines.append("")
     out.write_text("\n".join(lines))
     return out
-
-
-def claim_markdown(results: dict[str, dict], claim: dict[str, float] | None = None) -> str:
-    """A paragraph comparing measured figures with the seed's claim, every number from ``results``.
-
-    ``results`` maps model names to :func:`lepton_nb.metrics.report` dicts (fractions).
-    """
-    from lepton_nb.metrics import SEED_CLAIM
-
-    claim = claim or SEED_CLAIM
-    best = max(results, key=lambda k: results[k]["accuracy"])
-    b = results[best]
-    parts = [f"The seed article claims accuracy {claim['accuracy']:.1f} %, macro recall "
-             f"{claim['recall_macro']:.1f} % and macro F1 {claim['f1_macro']:.1f} % for a 2x128 MLP."]
-    for name, r in results.items():
-        parts.append(f"**{name}** measured {100 * r['accuracy']:.1f} / {100 * r['recall_macro']:.1f} / "
-                     f"{100 * r['f1_macro']:.1f} % on {r['n']:,} test images.")
-    gap = 100 * b["accuracy"] - claim["accuracy"]
-    parts.append(f"The best model here, {best}, is {abs(gap):.1f} points {'below' if gap < 0 else 'above'} "
-                 "the claimed accuracy.")
-    return " ".join(parts)
-
-
-def confusions_markdown(rep: dict, model: str, k: int = 3) -> str:
-    """A sentence naming the ``k`` most frequent confusions of a report, counts from the run."""
-    from lepton_nb.metrics import top_confusions
-
-    pairs = top_confusions(rep, k)
-    if not pairs:
-        return f"{model} made no errors on these {rep['n']:,} test images."
-    listed = "; ".join(f"{t} taken for {p} {c} times" for t, p, c in pairs)
-    wrong = rep["n"] - sum(np.diag(np.asarray(rep["confusion"])))
-    return (f"Titles in red are wrong predictions. {model} got {wrong:,} of {rep['n']:,} test images wrong; "
-            f"its most frequent confusions: {listed}.")

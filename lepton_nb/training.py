@@ -1,4 +1,13 @@
-"""The one training entry point every notebook uses: seed, build, compile, fit, time, evaluate.
+"""The one training core: split, seed, build, compile, fit (timing, early stopping, TensorBoard,
+backup), evaluate.
+
+Plain training (:func:`train`), DP-SGD (:func:`lepton_nb.privacy.train_dp`) and the DP speed
+comparison (:mod:`lepton_nb.privacy.speed`) all go through :func:`fit`. They differ only in the
+:class:`FitPlan` they hand it: the logits model that learns, what Keras ``fit`` runs (the model
+itself, a per-example-clipping wrapper, or the model compiled with a DP optimizer), the training
+batches, and callbacks of their own (privacy budget, noise schedule, backup). The validation
+hold-out (:func:`split`), compilation (:func:`compile_model`), epoch timing, early stopping,
+TensorBoard and the final evaluation are the same for all.
 
 Models output logits (see :mod:`lepton_nb.models`), so the loss is
 ``SparseCategoricalCrossentropy(from_logits=True)``. Early stopping watches the validation loss of
@@ -18,18 +27,19 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from lepton_nb import metrics
+from lepton_nb.data import Dataset, epoch_indexed_pipeline, pipeline, split_validation
 from lepton_nb.reports import Summary
-from lepton_nb.config import Augmentation, DataConfig, TrainConfig
-from lepton_nb.data import Dataset, pipeline, split_validation
+from lepton_nb.settings import Augmentation, DataConfig, DistributionOptions, TrainConfig
 
-__all__ = ["EpochTimer", "TrainResult", "compile_model", "epoch_indexed_pipeline", "evaluate", "predict_classes",
-           "resume_epoch", "scaled_learning_rate", "set_seed", "train"]
+__all__ = ["EpochTimer", "FitPlan", "Split", "TrainResult", "compile_model", "evaluate",
+           "fit", "make_optimizer", "predict_classes", "resume_epoch", "scaled_learning_rate", "set_seed", "split",
+           "train"]
 
 ModelFn = Callable[[], tf.keras.Model]
 LR_SCALING = ("none", "linear", "sqrt")
@@ -60,11 +70,17 @@ def scaled_learning_rate(cfg: TrainConfig, global_batch: int, rule: str = "none"
     return cfg.learning_rate * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[rule]
 
 
-def compile_model(model: tf.keras.Model, cfg: TrainConfig, **compile_kwargs) -> tf.keras.Model:
-    """Compile a logits model with the configured optimizer, cross-entropy and accuracy."""
+def compile_model(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer, *, per_example_loss: bool = False,
+                  **compile_kwargs) -> tf.keras.Model:
+    """Compile a logits model (or a training wrapper of one) with cross-entropy and accuracy.
+
+    ``per_example_loss``: the loss returns one value per example (``reduction=NONE``), as
+    tensorflow-privacy's DP-Keras optimizers need to clip each microbatch.
+    """
+    reduction = tf.keras.losses.Reduction.NONE if per_example_loss else tf.keras.losses.Reduction.AUTO
     model.compile(
-        optimizer=compile_kwargs.pop("optimizer", None) or make_optimizer(cfg),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=optimizer,
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         **compile_kwargs,
     )
@@ -145,40 +161,111 @@ def resume_epoch(backup_dir: str | os.PathLike) -> int:
     return saved + 1 if saved >= 0 else 0
 
 
-def epoch_indexed_pipeline(x: np.ndarray, y: np.ndarray, *, batch_size: int, epochs: int, start_epoch: int = 0,
-                           seed: int = 0, augment: Augmentation | None = None,
-                           drop_remainder: bool = False) -> tf.data.Dataset:
-    """Epochs ``start_epoch .. epochs-1`` back to back, epoch ``e`` in its own fixed order.
+class Split(NamedTuple):
+    """The examples a run trains on and the hold-out early stopping watches (``None`` when none)."""
 
-    Epoch ``e`` is shuffled with the op seed ``seed * 1_000_003 + e`` (and the global seed that
-    :func:`set_seed` sets, as :func:`train` does). Unlike ``shuffle(reshuffle_each_iteration=True)``, whose order depends on how many epochs the
-    process has already iterated, epoch ``e`` here is the same permutation in a fresh process, so a
-    run resumed at epoch ``e`` sees exactly the batches an uninterrupted run would. Every epoch
-    yields ``ceil(N / batch_size)`` batches (``floor`` with ``drop_remainder``) of
-    ``(images (B, H, W, C) float32, labels (B,) int64)``.
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray | None
+    y_val: np.ndarray | None
+
+
+def split(data: Dataset, data_cfg: DataConfig = DataConfig()) -> Split:
+    """The training examples and the validation hold-out of ``data``.
+
+    A data set's own validation split is used when it has one (MedMNIST); otherwise a stratified
+    ``data_cfg.validation_fraction`` of the training split is held out (seeded by
+    ``data_cfg.seed``), or nothing when the fraction is 0. The hold-out is never trained on, so it
+    is outside any privacy accounting.
     """
-    from lepton_nb.data import augmenter
-
-    if not 0 <= start_epoch < epochs:
-        raise ValueError(f"start_epoch={start_epoch} outside 0..{epochs - 1}")
-    base = tf.data.Dataset.from_tensor_slices((np.asarray(x, np.float32), np.asarray(y, np.int64)))
-    n = len(x)
-    ds = None
-    for e in range(start_epoch, epochs):  # one fixed permutation per epoch, chained
-        epoch_ds = base.shuffle(n, seed=seed * 1_000_003 + e, reshuffle_each_iteration=False).batch(
-            batch_size, drop_remainder=drop_remainder)
-        ds = epoch_ds if ds is None else ds.concatenate(epoch_ds)
-    if augment is not None:
-        layer = augmenter(augment, seed)
-        ds = ds.map(lambda a, b: (layer(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    if data.x_val is not None:
+        return Split(data.x_train, data.y_train, data.x_val, data.y_val)
+    if data_cfg.validation_fraction > 0:
+        return Split(*split_validation(data.x_train, data.y_train, data_cfg.validation_fraction, data_cfg.seed))
+    return Split(data.x_train, data.y_train, None, None)
 
 
-def _policy(mixed_precision: bool | str | None, strategy: tf.distribute.Strategy | None) -> str | None:
-    if mixed_precision is None or mixed_precision is False:
+@dataclass
+class FitPlan:
+    """What one kind of training hands to :func:`fit`.
+
+    Attributes:
+        model: the logits model that learns; returned in the result and evaluated.
+        trainer: what Keras ``fit`` runs: ``model`` itself (compiled), a training wrapper around it
+            (e.g. :class:`lepton_nb.privacy.fast_clipping.FastDPModel`), or ``model`` compiled
+            with a DP optimizer.
+        train_ds: batches of ``(images (B, H, W, C), labels (B,))``.
+        steps_per_epoch: steps Keras counts as one epoch (``None``: one pass over ``train_ds``).
+        callbacks: the plan's own callbacks, run before the common ones (backup, privacy budget,
+            noise schedule).
+        dataset_options: ``tf.data.Options`` applied to the training and validation data (e.g.
+            sharding by examples under a multi-worker strategy).
+        static_batches: every validation batch the same size too (TPUs need it).
+    """
+
+    model: tf.keras.Model
+    trainer: tf.keras.Model
+    train_ds: tf.data.Dataset
+    steps_per_epoch: int | None = None
+    callbacks: list = field(default_factory=list)
+    dataset_options: tf.data.Options | None = None
+    static_batches: bool = False
+
+
+def fit(plan: FitPlan, examples: Split, cfg: TrainConfig, *, name: str, test: Dataset | None = None,
+        callbacks: Sequence[tf.keras.callbacks.Callback] = (), checkpoint_dir: str | os.PathLike | None = None
+        ) -> TrainResult:
+    """Run ``plan`` for ``cfg.epochs`` epochs and evaluate the model on ``test``'s test split.
+
+    Adds what every kind of training shares: the validation pipeline (batches of 256 of
+    ``examples.x_val``), the plan's callbacks, an :class:`EpochTimer`, ``callbacks``, per-epoch
+    weights in ``checkpoint_dir`` (``epoch-NNN``), early stopping on the validation loss with the
+    best weights restored (``cfg.early_stopping_patience``), and TensorBoard logs under
+    ``reports/tensorboard/<name>`` (``cfg.tensorboard``).
+
+    Returns:
+        A :class:`TrainResult` (``report`` set when ``test`` is given).
+    """
+    from lepton_nb.distributed.strategies import quiet_tf_logging
+    from lepton_nb.reports import reports_dir
+
+    x_val, y_val = examples.x_val, examples.y_val
+    val_ds = None
+    if x_val is not None:
+        val_ds = pipeline(x_val, y_val, batch_size=256, shuffle=False,
+                          drop_remainder=plan.static_batches and len(x_val) >= 256)
+    train_ds = plan.train_ds
+    if plan.dataset_options is not None:
+        train_ds = train_ds.with_options(plan.dataset_options)
+        val_ds = val_ds.with_options(plan.dataset_options) if val_ds is not None else None
+
+    timer = EpochTimer()
+    cbs: list[tf.keras.callbacks.Callback] = [*plan.callbacks, timer, *callbacks]
+    if checkpoint_dir is not None:
+        cbs.append(tf.keras.callbacks.ModelCheckpoint(os.path.join(os.fspath(checkpoint_dir), "epoch-{epoch:03d}"),
+                                                      save_weights_only=True))
+    if cfg.early_stopping_patience is not None and val_ds is not None:
+        cbs.append(tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience,
+                                                    restore_best_weights=True))
+    if cfg.tensorboard:
+        cbs.append(tf.keras.callbacks.TensorBoard(log_dir=str(reports_dir() / "tensorboard" / name),
+                                                  histogram_freq=0, write_graph=False))
+    with quiet_tf_logging():  # MirroredStrategy logs each reduction at INFO while tracing
+        hist = plan.trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, steps_per_epoch=plan.steps_per_epoch,
+                                callbacks=cbs, verbose=cfg.verbose)
+    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    result = TrainResult(name, plan.model, history, timer.seconds, cfg, train_examples=len(examples.x_train))
+    if test is not None:
+        with quiet_tf_logging():
+            result.report = evaluate(plan.model, test.x_test, test.y_test, class_names=test.class_names)
+    return result
+
+
+def _policy(mixed_precision: bool | str, strategy: tf.distribute.Strategy | None) -> str | None:
+    if mixed_precision is False:
         return None
     if mixed_precision is True:
-        from lepton_nb.distributed import precision_policy
+        from lepton_nb.distributed.precision import precision_policy
 
         return precision_policy(strategy)
     return str(mixed_precision)
@@ -190,16 +277,11 @@ def train(
     cfg: TrainConfig = TrainConfig(),
     *,
     data_cfg: DataConfig = DataConfig(),
-    augment: Augmentation | None = None,
     name: str | None = None,
     callbacks: Sequence[tf.keras.callbacks.Callback] = (),
     evaluate_test: bool = True,
     strategy: tf.distribute.Strategy | None = None,
-    per_replica_batch: int | None = None,
-    lr_scaling: str = "none",
-    mixed_precision: bool | str = False,
-    jit_compile: bool = False,
-    steps_per_execution: int = 1,
+    distribution: DistributionOptions = DistributionOptions(),
     backup_dir: str | os.PathLike | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
 ) -> TrainResult:
@@ -208,23 +290,16 @@ def train(
     Args:
         model_fn: a function returning a fresh, uncompiled logits model (called after seeding,
             inside ``strategy.scope()``), or a model (only without ``strategy``).
-        data: the data set; a stratified ``data_cfg.validation_fraction`` of its training split
-            is held out for early stopping (MedMNIST's own validation split is used when present).
+        data: the data set; its training split minus the validation hold-out (:func:`split`) is
+            trained on.
         cfg: epochs, batch size, optimizer, early stopping, seed, TensorBoard.
-        augment: augmentation of training batches (``None`` for none; defaults to ``data_cfg.augment``).
+        data_cfg: the validation hold-out and the augmentation of training batches
+            (``data_cfg.augment``).
         name: run name for logs and reports (default: the model's name).
         strategy: a ``tf.distribute`` strategy (:func:`lepton_nb.distributed.strategy`); ``None``
             for the default (current) strategy.
-        per_replica_batch: examples per replica per step; the global batch is then
-            ``per_replica_batch x strategy.num_replicas_in_sync``. ``None``: the global batch is
-            ``cfg.batch_size``, split evenly over the replicas.
-        lr_scaling: how the learning rate follows the global batch, relative to ``cfg.batch_size``
-            at ``cfg.learning_rate``: "none", "linear" or "sqrt" (:func:`scaled_learning_rate`).
-        mixed_precision: ``True`` for the device's policy (bfloat16 on TPU, float16 with loss
-            scaling on GPU, float32 on CPU), or a policy name; the output layer stays float32.
-        jit_compile: compile the train step with XLA.
-        steps_per_execution: train steps run per ``tf.function`` call (fewer host round trips;
-            TPUs want tens to hundreds).
+        distribution: per-replica batch, learning-rate scaling, mixed precision, XLA and steps
+            per execution under the strategy (:class:`lepton_nb.settings.DistributionOptions`).
         backup_dir: back up the training state every epoch (Keras ``BackupAndRestore``); a run
             restarted with the same arguments after a crash or SIGKILL resumes after the last
             completed epoch, with the same batches (:func:`epoch_indexed_pipeline`). The backup
@@ -238,28 +313,24 @@ def train(
         ValueError: on mismatched model and data, a batch larger than the data, or options that
             need a model function (strategy) -- before any training starts.
     """
-    from lepton_nb.distributed import choice_of, float32_logits, precision_scope, quiet_tf_logging
-    from lepton_nb.reports import reports_dir
+    from lepton_nb.distributed.precision import float32_logits, precision_scope
+    from lepton_nb.distributed.strategies import choice_of
 
+    dist = distribution
     prebuilt = isinstance(model_fn, tf.keras.Model)
     if strategy is not None and prebuilt:
         raise ValueError("with strategy=..., pass a function that builds the model (e.g. lambda: "
                          "ln.models.build_seed_cnn()) so it is created inside strategy.scope()")
-    if per_replica_batch is not None and per_replica_batch < 1:
-        raise ValueError(f"per_replica_batch={per_replica_batch}: use a positive batch size")
-    if not isinstance(steps_per_execution, int) or steps_per_execution < 1:
-        raise ValueError(f"steps_per_execution={steps_per_execution!r}: use an integer >= 1")
     strat = strategy or tf.distribute.get_strategy()
     replicas = strat.num_replicas_in_sync
-    global_batch = per_replica_batch * replicas if per_replica_batch else cfg.batch_size
-    learning_rate = scaled_learning_rate(cfg, global_batch, lr_scaling)
-    policy = _policy(mixed_precision, strategy)
+    global_batch = dist.per_replica_batch * replicas if dist.per_replica_batch else cfg.batch_size
+    learning_rate = scaled_learning_rate(cfg, global_batch, dist.lr_scaling)
+    policy = _policy(dist.mixed_precision, strategy)
     choice = choice_of(strat)
-    if prebuilt and (policy or jit_compile or steps_per_execution != 1 or lr_scaling != "none") and model_fn.optimizer:
+    if prebuilt and dist != DistributionOptions(per_replica_batch=dist.per_replica_batch) and model_fn.optimizer:
         raise ValueError("mixed_precision, jit_compile, steps_per_execution and lr_scaling apply when train() "
                          "builds and compiles the model: pass a model function instead of a compiled model")
-
-    if jit_compile and choice.kind == "cpu" and replicas > 1:
+    if dist.jit_compile and choice.kind == "cpu" and replicas > 1:
         raise ValueError("jit_compile=True does not work mirrored over logical CPU devices (XLA's CPU backend "
                          "cannot reach a variable placed on another logical CPU: 'Trying to access resource ... "
                          "located in device CPU:1 from device CPU:0'); use XLA with one replica, or on GPUs/TPU")
@@ -276,68 +347,38 @@ def train(
             raise ValueError(f"model {model.name!r} expects inputs {model.input_shape[1:]} but the images "
                              f"are {data.input_shape}")
         if not model.optimizer:
-            compile_model(model, cfg, optimizer=make_optimizer(cfg, learning_rate),
-                          steps_per_execution=steps_per_execution, jit_compile=jit_compile or None)
+            compile_model(model, make_optimizer(cfg, learning_rate), steps_per_execution=dist.steps_per_execution,
+                          jit_compile=dist.jit_compile or None)
 
-    if data.x_val is not None:
-        x_tr, y_tr, x_val, y_val = data.x_train, data.y_train, data.x_val, data.y_val
-    elif data_cfg.validation_fraction > 0:
-        x_tr, y_tr, x_val, y_val = split_validation(data.x_train, data.y_train,
-                                                    data_cfg.validation_fraction, data_cfg.seed)
-    else:
-        x_tr, y_tr, x_val, y_val = data.x_train, data.y_train, None, None
+    examples = split(data, data_cfg)
+    x_tr, y_tr = examples.x_train, examples.y_train
     if global_batch > len(x_tr):
         raise ValueError(f"global batch {global_batch} is larger than the {len(x_tr)} training examples")
 
-    augment = augment if augment is not None else data_cfg.augment
     static = choice.kind == "tpu"  # XLA on TPU wants every batch the same shape
-    fit_kwargs: dict = {}
     start_epoch = resume_epoch(backup_dir) if backup_dir is not None else 0
     if backup_dir is not None:
-        train_ds = epoch_indexed_pipeline(x_tr, y_tr, batch_size=global_batch, epochs=cfg.epochs,
-                                          start_epoch=min(start_epoch, cfg.epochs - 1), seed=cfg.seed,
-                                          augment=augment, drop_remainder=static)
-        fit_kwargs["steps_per_epoch"] = (len(x_tr) // global_batch if static
-                                         else math.ceil(len(x_tr) / global_batch))
+        plan = FitPlan(model, model, epoch_indexed_pipeline(
+            x_tr, y_tr, batch_size=global_batch, epochs=cfg.epochs, start_epoch=min(start_epoch, cfg.epochs - 1),
+            seed=cfg.seed, augment=data_cfg.augment, drop_remainder=static),
+            steps_per_epoch=len(x_tr) // global_batch if static else math.ceil(len(x_tr) / global_batch),
+            callbacks=[tf.keras.callbacks.BackupAndRestore(os.fspath(backup_dir))], static_batches=static)
     else:
-        train_ds = pipeline(x_tr, y_tr, batch_size=global_batch, shuffle=True, augment=augment, seed=cfg.seed,
-                            drop_remainder=static)
-    val_ds = (pipeline(x_val, y_val, batch_size=256, shuffle=False, drop_remainder=static and len(x_val) >= 256)
-              if x_val is not None else None)
+        plan = FitPlan(model, model, pipeline(x_tr, y_tr, batch_size=global_batch, shuffle=True,
+                                              augment=data_cfg.augment, seed=cfg.seed, drop_remainder=static),
+                       static_batches=static)
     if strategy is not None:  # in-memory data: shard by examples across workers (no files to shard)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_ds = train_ds.with_options(options)
-        val_ds = val_ds.with_options(options) if val_ds is not None else None
+        plan.dataset_options = tf.data.Options()
+        plan.dataset_options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 
-    timer = EpochTimer()
-    cbs: list[tf.keras.callbacks.Callback] = []
-    if backup_dir is not None:
-        cbs.append(tf.keras.callbacks.BackupAndRestore(os.fspath(backup_dir)))
-    cbs += [timer, *callbacks]
-    if checkpoint_dir is not None:
-        cbs.append(tf.keras.callbacks.ModelCheckpoint(os.path.join(os.fspath(checkpoint_dir), "epoch-{epoch:03d}"),
-                                                      save_weights_only=True))
-    if cfg.early_stopping_patience is not None and val_ds is not None:
-        cbs.append(tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience,
-                                                    restore_best_weights=True))
-    if cfg.tensorboard:
-        cbs.append(tf.keras.callbacks.TensorBoard(log_dir=str(reports_dir() / "tensorboard" / name),
-                                                  histogram_freq=0, write_graph=False))
-    with quiet_tf_logging():  # MirroredStrategy logs each reduction at INFO while tracing
-        hist = model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=cbs, verbose=cfg.verbose,
-                         **fit_kwargs)
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    result = TrainResult(name, model, history, timer.seconds, cfg, train_examples=len(x_tr))
+    result = fit(plan, examples, cfg, name=name, test=data if evaluate_test else None, callbacks=callbacks,
+                 checkpoint_dir=checkpoint_dir)
     result.distribution = {
         "strategy": choice.kind, "reason": choice.reason, "replicas": replicas, "global_batch": global_batch,
-        "per_replica_batch": global_batch / replicas, "learning_rate": learning_rate, "lr_scaling": lr_scaling,
-        "precision": model.dtype_policy.name, "jit_compile": bool(jit_compile),
-        "steps_per_execution": steps_per_execution, "resumed_at_epoch": start_epoch,
+        "per_replica_batch": global_batch / replicas, "learning_rate": learning_rate, "lr_scaling": dist.lr_scaling,
+        "precision": model.dtype_policy.name, "jit_compile": bool(dist.jit_compile),
+        "steps_per_execution": dist.steps_per_execution, "resumed_at_epoch": start_epoch,
     }
-    if evaluate_test:
-        with quiet_tf_logging():
-            result.report = evaluate(model, data.x_test, data.y_test, class_names=data.class_names)
     return result
 
 

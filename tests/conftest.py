@@ -52,3 +52,19 @@ def tiny_cnn():
         tf.keras.layers.Flatten(name="flatten"),
         tf.keras.layers.Dense(10, name="logits"),
     ], name="tiny_cnn")
+
+
+def _assert_drawn(fig, *, min_axes: int = 1) -> None:
+    """``fig`` draws itself as a PNG of real content (as notebooks display it), with axes that hold something."""
+    png = fig._repr_png_()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 2000, "no PNG of real content"
+    axes = fig.get_axes()
+    assert len(axes) >= min_axes, f"{len(axes)} axes, expected at least {min_axes}"
+    assert any(ax.lines or ax.images or ax.patches or ax.collections or ax.texts or ax.tables for ax in axes), \
+        "the axes are empty"
+
+
+@pytest.fixture()
+def assert_drawn():
+    """Check that a lepton_nb figure draws (see :func:`_assert_drawn`)."""
+    return _assert_drawn

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 
 import lepton_nb as ln
 from lepton_nb.data import DataError
+from lepton_nb.settings import Augmentation, DataConfig
 
 
 def test_bundled_sample_is_6000_4000_stratified(sample):
@@ -193,7 +195,7 @@ def test_pipeline_batches_scales_and_drops_remainder():
 
 
 def test_augmentation_changes_images_but_not_labels(tiny):
-    aug = ln.config.Augmentation(rotation=0.05, shift=0.1, horizontal_flip=True)
+    aug = Augmentation(rotation=0.05, shift=0.1, horizontal_flip=True)
     plain = next(iter(ln.data.pipeline(tiny.x_train[:32], tiny.y_train[:32], batch_size=32, shuffle=False)))
     moved = next(iter(ln.data.pipeline(tiny.x_train[:32], tiny.y_train[:32], batch_size=32, shuffle=False,
                                        augment=aug)))
@@ -241,3 +243,58 @@ def test_partition_shards_give_few_labels_per_client():
 def test_partition_rejects_bad_input(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ln.data.partition(np.arange(20) % 2, **kwargs)
+
+
+# --------------------------------------------------------------------------- MedMNIST and augmentation
+
+
+def _medmnist_npz(path, *, n_train=60, n_test=30, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in (("train", n_train), ("val", 20), ("test", n_test)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (np.arange(n) % classes).reshape(-1, 1).astype(np.uint8)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_load_data_reads_a_medmnist_npz_and_subsets_it(tmp_path):
+    path = _medmnist_npz(tmp_path / "toymnist.npz")
+    cfg = cs.get_config("default", path=str(path))
+    ds = cs.load_data(cfg.data)
+    assert ds.name == "toymnist" and ds.num_classes == 4 and len(ds.y_train) == 60
+    assert ds.x_val is not None and len(ds.y_val) == 20  # MedMNIST's own validation split is kept
+    assert ds.x_train.dtype == np.float32 and 0 <= ds.x_train.min() and ds.x_train.max() <= 1
+    small = ln.data.from_config(replace(cfg, max_train=20, max_test=8))
+    assert len(small.y_train) == 20 and len(small.y_test) == 8
+    assert np.bincount(small.y_train).tolist() == [5, 5, 5, 5]  # stratified
+
+
+def test_load_data_default_is_the_bundled_sample_and_missing_files_are_named(tmp_path):
+    ds = cs.load_data(cs.get_config("smoke").data)
+    assert ds.name == "fashion-mnist-sample" and len(ds.y_train) == 600
+    missing = tmp_path / "nowhere.npz"
+    with pytest.raises(ln.data.DataError, match="nowhere.npz"):
+        cs.load_data(cs.get_config("smoke", path=str(missing)).data)
+
+
+def test_augmentation_drops_the_flip_where_mirroring_changes_meaning(tiny, tmp_path):
+    aug = Augmentation(rotation=0.03, shift=0.08, horizontal_flip=True)
+    kept, why = ln.data.augmentation_for(tiny, aug)
+    assert kept.horizontal_flip and "flip" in why  # clothing is mirror-invariant
+    xray = ln.data.load_npz(_medmnist_npz(tmp_path / "chestxray.npz"))
+    assert not xray.horizontal_flip_ok
+    dropped, why = ln.data.augmentation_for(xray, aug)
+    assert not dropped.horizontal_flip and (dropped.rotation, dropped.shift) == (0.03, 0.08)
+    assert "not mirror-invariant" in why
+    assert ln.data.augmentation_for(tiny, None) == (None, "no augmentation")
+
+
+def test_augmented_examples_are_changed_copies_of_each_class(tiny):
+    x, y = ln.data.augmented_examples(tiny, Augmentation(rotation=0.05, shift=0.1), per_class=3, seed=1)
+    assert x.shape == (30, 28, 28, 1) and x.dtype == np.float32
+    assert np.bincount(y, minlength=10).tolist() == [3] * 10
+    assert 0 <= x.min() and x.max() <= 1 + 1e-6
+    # the same images without augmentation differ from the augmented ones
+    x0, _ = ln.data.augmented_examples(tiny, Augmentation(rotation=0.0, shift=0.0), per_class=3, seed=1)
+    assert np.abs(x - x0).mean() > 0.01

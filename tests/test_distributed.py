@@ -18,8 +18,9 @@ import pytest
 import tensorflow as tf
 
 import lepton_nb as ln
-from lepton_nb.config import DataConfig, TrainConfig
 from lepton_nb.distributed import StrategyError, TPUBackend
+from lepton_nb.settings import DataConfig, DistributionOptions, SettingsError, TrainConfig
+from lepton_nb.stories import nb02_distributed as story
 
 REPO = Path(__file__).resolve().parent.parent
 QUICK = TrainConfig(epochs=1, batch_size=32, early_stopping_patience=None, verbose=0, tensorboard=False)
@@ -31,7 +32,7 @@ def clean_env(monkeypatch):
     """No TPU, cluster or accelerator hints from the environment."""
     for var in ("COLAB_TPU_ADDR", "TPU_NAME", "TPU_ACCELERATOR_TYPE", "TF_CONFIG"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(ln.distributed.glob, "glob", lambda pattern: [])
+    monkeypatch.setattr(ln.distributed.strategies.glob, "glob", lambda pattern: [])
 
 
 def _tiny():
@@ -203,13 +204,15 @@ def test_precision_scope_restores_the_global_policy_and_float32_logits():
 
 
 def test_mixed_precision_training_keeps_float32_outputs_and_scales_the_loss(tiny):
-    auto = ln.training.train(_tiny, tiny, QUICK, data_cfg=NO_VAL, mixed_precision=True, evaluate_test=False)
+    auto = ln.training.train(_tiny, tiny, QUICK, data_cfg=NO_VAL, distribution=DistributionOptions(mixed_precision=True),
+                             evaluate_test=False)
     assert auto.distribution["precision"] == "float32"  # CPU: mixed precision does not apply
-    r16 = ln.training.train(_tiny, tiny, QUICK, data_cfg=NO_VAL, mixed_precision="mixed_float16",
-                            evaluate_test=False)
+    r16 = ln.training.train(_tiny, tiny, QUICK, data_cfg=NO_VAL,
+                            distribution=DistributionOptions(mixed_precision="mixed_float16"), evaluate_test=False)
     assert isinstance(r16.model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
     assert r16.model.output.dtype == tf.float32 and r16.distribution["precision"] == "mixed_float16"
-    rbf = ln.training.train(_tiny, tiny, QUICK, data_cfg=NO_VAL, mixed_precision="mixed_bfloat16")
+    rbf = ln.training.train(_tiny, tiny, QUICK, data_cfg=NO_VAL,
+                            distribution=DistributionOptions(mixed_precision="mixed_bfloat16"))
     assert not isinstance(rbf.model.optimizer, tf.keras.mixed_precision.LossScaleOptimizer)
     assert rbf.model.get_layer("conv_0_0").compute_dtype == "bfloat16"
     assert np.isfinite(rbf.history["loss"]).all() and rbf.report["accuracy"] > 0.2
@@ -222,21 +225,19 @@ def test_global_batch_and_learning_rate_scaling(tiny):
     cfg = TrainConfig(epochs=1, batch_size=32, learning_rate=1e-3, early_stopping_patience=None, verbose=0,
                       tensorboard=False)
     for rule, lr in (("none", 1e-3), ("linear", 4e-3), ("sqrt", 2e-3)):
-        r = ln.training.train(_tiny, tiny, cfg, data_cfg=NO_VAL, per_replica_batch=128, lr_scaling=rule,
-                              evaluate_test=False)
+        r = ln.training.train(_tiny, tiny, cfg, data_cfg=NO_VAL, evaluate_test=False,
+                              distribution=DistributionOptions(per_replica_batch=128, lr_scaling=rule))
         assert r.distribution["global_batch"] == 128
         assert float(r.model.optimizer.learning_rate) == pytest.approx(lr)
-    with pytest.raises(ValueError, match="lr_scaling='cubic'"):
-        ln.training.train(_tiny, tiny, cfg, lr_scaling="cubic")
     with pytest.raises(ValueError, match="global batch 6400 is larger than the 600 training examples"):
-        ln.training.train(_tiny, tiny, cfg, data_cfg=NO_VAL, per_replica_batch=6400)
+        ln.training.train(_tiny, tiny, cfg, data_cfg=NO_VAL, distribution=DistributionOptions(per_replica_batch=6400))
 
 
 def test_steps_per_execution_and_xla_give_the_same_model(tiny, tmp_path):
     ref = ln.training.train(_tiny, tiny, QUICK, data_cfg=NO_VAL, evaluate_test=False, checkpoint_dir=tmp_path)
     assert (tmp_path / "epoch-001.index").exists(), "per-epoch weights checkpoint"
-    fast = ln.training.train(_tiny, tiny, QUICK, data_cfg=NO_VAL, evaluate_test=False, steps_per_execution=5,
-                             jit_compile=True)
+    fast = ln.training.train(_tiny, tiny, QUICK, data_cfg=NO_VAL, evaluate_test=False,
+                             distribution=DistributionOptions(steps_per_execution=5, jit_compile=True))
     assert int(fast.model._steps_per_execution.numpy()) == 5 and fast.model.jit_compile
     assert fast.distribution["jit_compile"] and fast.distribution["steps_per_execution"] == 5
     for a, b in zip(ref.model.get_weights(), fast.model.get_weights()):
@@ -246,8 +247,6 @@ def test_steps_per_execution_and_xla_give_the_same_model(tiny, tmp_path):
 def test_strategy_needs_a_model_function(tiny, tiny_cnn):
     with pytest.raises(ValueError, match="pass a function that builds the model"):
         ln.training.train(tiny_cnn, tiny, QUICK, strategy=tf.distribute.get_strategy())
-    with pytest.raises(ValueError, match="steps_per_execution=0"):
-        ln.training.train(_tiny, tiny, QUICK, steps_per_execution=0)
 
 
 def test_one_replica_mirrored_matches_the_default_strategy(tiny):
@@ -263,22 +262,22 @@ def test_one_replica_mirrored_matches_the_default_strategy(tiny):
 
 def test_in_process_interruption_resumes_with_the_same_weights(tiny, tmp_path):
     cfg = TrainConfig(epochs=3, batch_size=50, early_stopping_patience=None, verbose=0, tensorboard=False)
-    demo = ln.distributed.interrupt_and_resume(_tiny, tiny, cfg, tmp_path, interrupt_at=2, data_cfg=NO_VAL)
+    demo = story.interrupt_and_resume(_tiny, tiny, cfg, tmp_path, interrupt_at=2, data_cfg=NO_VAL)
     s = demo.summary()
     assert s["resumed_at_epoch"] == 2 and s["epochs_after_resume"] == 1 and s["total_epochs"] == 3
     assert demo.max_weight_diff < 1e-5
     assert not (tmp_path / "backup" / "chief").exists()
-    text = ln.distributed.resume_markdown(demo)
+    text = story.resume_markdown(demo)
     assert "resumed at epoch 2 and ran 1 more, 3 in total" in text
-    assert ln.distributed.run_summary(demo.resumed)["replicas"] == 1
+    assert story.run_summary(demo.resumed)["replicas"] == 1
     with pytest.raises(ValueError, match="exists from an earlier run"):
-        ln.distributed.interrupt_and_resume(_tiny, tiny, cfg, tmp_path, interrupt_at=1, data_cfg=NO_VAL)
+        story.interrupt_and_resume(_tiny, tiny, cfg, tmp_path, interrupt_at=1, data_cfg=NO_VAL)
 
 
 def test_epoch_indexed_pipeline_is_a_function_of_the_epoch(tiny):
     x, y = tiny.x_train[:100], tiny.y_train[:100]
-    full = [b.numpy() for _, b in ln.training.epoch_indexed_pipeline(x, y, batch_size=100, epochs=3, seed=1)]
-    late = [b.numpy() for _, b in ln.training.epoch_indexed_pipeline(x, y, batch_size=100, epochs=3,
+    full = [b.numpy() for _, b in ln.data.epoch_indexed_pipeline(x, y, batch_size=100, epochs=3, seed=1)]
+    late = [b.numpy() for _, b in ln.data.epoch_indexed_pipeline(x, y, batch_size=100, epochs=3,
                                                                       start_epoch=2, seed=1)]
     assert len(full) == 3 and len(late) == 1
     np.testing.assert_array_equal(full[2], late[0])
@@ -286,9 +285,9 @@ def test_epoch_indexed_pipeline_is_a_function_of_the_epoch(tiny):
     assert sorted(full[0].tolist()) == sorted(y.tolist())
 
 
-def test_notebook_config_variants():
+def test_notebook_settings_refuse_an_interruption_outside_the_run():
     for which in ("smoke", "default", "full"):
-        c = ln.distributed.config(which)
-        assert c.mode == which and 0 < c.interrupt_at_epoch < c.resume_epochs
-    with pytest.raises(ValueError, match="interrupt_at_epoch=5"):
-        ln.distributed.DistributedConfig(interrupt_at_epoch=5, resume_epochs=4)
+        c = story.get_config(which)
+        assert 0 < c.interrupt_at_epoch < c.resume_epochs
+    with pytest.raises(SettingsError, match="interrupt_at_epoch=5"):
+        story.DistributedConfig(interrupt_at_epoch=5, resume_epochs=4)

@@ -11,10 +11,9 @@ import pytest
 import tensorflow as tf
 
 import lepton_nb as ln
-from lepton_nb.config import TrainConfig
-from matplotlib.figure import Figure
+from lepton_nb.settings import TrainConfig
 
-from lepton_nb.explain import _common, attribution, influence, render, surrogate, tabular, trust
+from lepton_nb.explain import _common, attribution, influence, plotting, surrogate, tabular, trust
 
 QUIET = dict(verbose=0, tensorboard=False, early_stopping_patience=None)
 
@@ -240,7 +239,7 @@ def test_to_heatmap_scaling():
 # ------------------------------------------------------------------------------------- trust
 
 
-def test_deletion_insertion_curves_and_auc_order(patches):
+def test_deletion_insertion_curves_and_auc_order(patches, assert_drawn):
     model, x, masks = patches["model"], patches["images"][:40], patches["masks"][:40]
     good = deletion = trust.deletion_insertion(model, x, masks.astype(float), steps=14)
     inverse = trust.deletion_insertion(model, x, 1.0 - masks, steps=14)
@@ -251,7 +250,7 @@ def test_deletion_insertion_curves_and_auc_order(patches):
     assert good["insertion_auc"].mean() > inverse["insertion_auc"].mean()
     table, curves = trust.faithfulness(model, x, {"patch": masks.astype(float)}, steps=7)
     assert list(table.index) == ["patch", "random"]
-    assert isinstance(render.faithfulness_curves(curves), Figure)
+    assert_drawn(plotting.faithfulness_curves(curves), min_axes=2)
     assert table.loc["patch", "deletion_auc"] < table.loc["random", "deletion_auc"]
     with pytest.raises(ValueError, match="heatmaps must be"):
         trust.deletion_insertion(model, x, masks[:3])
@@ -265,7 +264,7 @@ def test_rank_correlation():
     np.testing.assert_allclose(trust.rank_correlation(a, np.ones_like(a)), 0)
 
 
-def test_model_randomization_cascade(seed_cnn, tiny):
+def test_model_randomization_cascade(seed_cnn, tiny, assert_drawn):
     copy = trust.randomized_copy(seed_cnn, 1, seed=0)
     for a, b in zip(seed_cnn.layers, copy.layers):
         same = all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
@@ -274,7 +273,7 @@ def test_model_randomization_cascade(seed_cnn, tiny):
     table, maps = trust.model_randomization(seed_cnn, tiny.x_test[:16], methods)
     assert list(table["randomized"]) == ["up to logits", "up to hidden", "all layers"]
     assert set(maps) == {"trained", "up to logits", "up to hidden", "all layers"}
-    assert isinstance(render.randomization(table, maps, image=tiny.x_test[0]), Figure)
+    assert_drawn(plotting.randomization(table, maps, image=tiny.x_test[0]), min_axes=2)
     final = table.set_index("randomized").loc["all layers", "spearman"]
     assert final < 0.8  # randomized weights must change Grad-CAM
 
@@ -294,7 +293,7 @@ def test_region_features():
         surrogate.image_regions(28, 28, cell=5)
 
 
-def test_surrogate_mimics_patch_cnn(patches):
+def test_surrogate_mimics_patch_cnn(patches, assert_drawn):
     x, y = patches["images"], patches["model"].predict(patches["images"], verbose=0).argmax(1)
     xt, _, _ = trust.patch_dataset(1000, distractor=0.6, seed=5)
     s = surrogate.image_surrogate(patches["model"], xt, x, class_names=list("ABCD"), y_test=y, max_depth=6,
@@ -302,7 +301,8 @@ def test_surrogate_mimics_patch_cnn(patches):
     assert s.depth <= 6 and s.leaves <= 32
     assert s.fidelity >= 0.85, s.summary()
     assert s.importances(top=3)["feature"].str.startswith(("mean", "ink")).all()
-    assert isinstance(render.surrogate_tree(s), Figure) and isinstance(render.surrogate_regions(s, x[0]), Figure)
+    assert_drawn(plotting.surrogate_tree(s))
+    assert_drawn(plotting.surrogate_regions(s, x[0]), min_axes=2)
 
 
 def test_region_importance_points_to_the_patch_quadrant(patches):
@@ -320,7 +320,7 @@ def test_region_importance_points_to_the_patch_quadrant(patches):
         influence.region_importance(-maps, pred, 4, cell=7)
 
 
-def test_tabular_breast_cancer_attributions_and_tree():
+def test_tabular_breast_cancer_attributions_and_tree(assert_drawn):
     tab = tabular.breast_cancer(seed=0)
     assert tab.dataset.x_train.shape[1] == 30 and len(tab.feature_names) == 30
     np.testing.assert_allclose(tab.dataset.x_train.mean(axis=0), 0, atol=1e-4)
@@ -343,18 +343,17 @@ def test_tabular_breast_cancer_attributions_and_tree():
                                   class_names=tab.dataset.class_names, max_depth=3, max_leaf_nodes=None)
     assert s.fidelity > 0.85 and s.depth <= 3
     assert set(s.importances()["feature"]) <= set(tab.feature_names)
-    assert isinstance(render.feature_bars(table.head(5)), Figure)
+    assert_drawn(plotting.feature_bars(table.head(5)))
     with pytest.raises(ValueError, match="no image regions"):
-        render.surrogate_regions(s)
+        plotting.surrogate_regions(s)
 
 
-def test_interpretability_config_modes():
-    from lepton_nb.explain.config import AttributionConfig, interpretability
+def test_attribution_settings_give_each_method_its_options():
+    from lepton_nb.explain.settings import AttributionConfig
 
-    assert interpretability("smoke").data.max_train == 600
-    assert interpretability("full").data.full
-    assert AttributionConfig().options("integrated_gradients") == {"steps": 32}
-    with pytest.raises(ValueError):
-        interpretability("fast")
-    with pytest.raises(ValueError):
+    cfg = AttributionConfig(ig_steps=16, smoothgrad_samples=4, occlusion_patch=6)
+    assert cfg.options("integrated_gradients") == {"steps": 16}
+    assert cfg.options("smoothgrad") == {"samples": 4, "noise": 0.15}
+    assert cfg.options("occlusion") == {"patch": 6, "stride": 2} and cfg.options("gradcam") == {}
+    with pytest.raises(ValueError, match="ig_steps >= 2"):
         AttributionConfig(ig_steps=1)

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import lepton_nb as ln
 from lepton_nb import export
-from lepton_nb.config import DataConfig, TrainConfig
+from lepton_nb.settings import DataConfig, DistributionOptions, TrainConfig
 
 QUICK = TrainConfig(epochs=1, batch_size=32, early_stopping_patience=None, verbose=0, tensorboard=False)
 
@@ -18,7 +18,8 @@ QUICK = TrainConfig(epochs=1, batch_size=32, early_stopping_patience=None, verbo
 @pytest.fixture(scope="module")
 def trained(tiny):
     return ln.training.train(lambda: ln.models.build_cnn(filters=4, dense_units=16, name="tiny"), tiny, QUICK,
-                             data_cfg=DataConfig(validation_fraction=0.0), mixed_precision="mixed_bfloat16")
+                             data_cfg=DataConfig(validation_fraction=0.0),
+                             distribution=DistributionOptions(mixed_precision="mixed_bfloat16"))
 
 
 def test_save_and_load_round_trip(trained, tiny, tmp_path):

@@ -47,7 +47,7 @@ SCRIPT = textwrap.dedent("""
 RUN = textwrap.dedent("""
     import lepton_nb as ln
     from lepton_nb.federated import algorithms, client_data, loop, runtime
-    from lepton_nb.federated.config import FedAvgConfig
+    from lepton_nb.federated.settings import FedAvgConfig
 
     ds = ln.data.stratified_subset(ln.data.load("fashion-mnist"), 100, 50)
     task = algorithms.task(lambda: ln.models.build_mlp(hidden=(8,)), ds.input_shape, 10)

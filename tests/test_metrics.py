@@ -65,4 +65,3 @@ def test_compare_with_claim_has_the_claim_and_differences():
 def test_top_confusions_names_the_largest_off_diagonal_cells():
     rep = ln.metrics.report([0, 0, 0, 1, 1, 2], [1, 1, 0, 2, 1, 2], class_names=["a", "b", "c"])
     assert ln.metrics.top_confusions(rep, 2) == [("a", "b", 2), ("b", "c", 1)]
-    assert "a taken for b 2 times" in ln.reports.confusions_markdown(rep, "m")

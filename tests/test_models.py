@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import lepton_nb as ln
-from lepton_nb.config import CNNConfig
+from lepton_nb.settings import CNNConfig
 
 
 def test_mlp_is_two_hidden_layers_of_128(random_batch):

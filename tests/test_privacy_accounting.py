@@ -74,11 +74,11 @@ def test_unreachable_target_raises():
 
 def test_dpconfig_rejects_bad_settings():
     with pytest.raises(PrivacyError, match="l2_norm_clip"):
-        ln.privacy.DPConfig(l2_norm_clip=0)
+        ln.privacy.DPSGDConfig(l2_norm_clip=0)
     with pytest.raises(PrivacyError, match="noise_multiplier"):
-        ln.privacy.DPConfig(noise_multiplier=-1)
+        ln.privacy.DPSGDConfig(noise_multiplier=-1)
     with pytest.raises(PrivacyError, match="sampling='shuffle'"):
-        ln.privacy.DPConfig(path="stock", sampling="poisson")
+        ln.privacy.DPSGDConfig(path="stock", sampling="poisson")
 
 
 def test_schedule_composes_each_epoch_with_its_own_noise():

@@ -123,11 +123,11 @@ def test_batch_normalization_is_refused_with_a_fix():
     from lepton_nb.privacy.fast_clipping import DPModelError
     import lepton_nb as ln
 
-    bn = ln.models.build_cnn(ln.config.CNNConfig(filters=4, norm="batch"))
+    bn = ln.models.build_cnn(ln.settings.CNNConfig(filters=4, norm="batch"))
     for fast in (True, False):
         with pytest.raises(DPModelError, match="norm_0_0.*BatchNormalization.*GroupNormalization"):
             fc.check_dp_model(bn, fast=fast)
-    fc.check_dp_model(ln.models.build_cnn(ln.config.CNNConfig(filters=4, norm="group", activation="tanh")))
+    fc.check_dp_model(ln.models.build_cnn(ln.settings.CNNConfig(filters=4, norm="group", activation="tanh")))
 
 
 def test_unsupported_layer_is_named():

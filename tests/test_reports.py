@@ -1,11 +1,10 @@
-"""lepton_nb.reports and lepton_nb.plotting: summary files and figures."""
+"""lepton_nb.reports: summary files."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
-from matplotlib.figure import Figure
 
 import lepton_nb as ln
 
@@ -38,27 +37,3 @@ def test_a_section_recorded_in_another_mode_starts_afresh(tmp_path, monkeypatch)
     assert data["sections"]["04_z"]["models"] == {"fedavg": {"accuracy": 90.6}}  # no default-mode row left
     assert data["modes"] == {"04_z": "full", "01_x": "default"}
     assert data["sections"]["01_x"]["models"] == {"mlp": {"accuracy": 84.1}}  # other sections untouched
-
-
-def test_claim_markdown_quotes_the_measured_numbers():
-    rep = ln.metrics.report([0, 1, 1, 0], [0, 1, 0, 0])
-    text = ln.reports.claim_markdown({"cnn": rep})
-    assert "96.5" in text and "75.0" in text and "21.5 points below" in text
-
-
-def test_figures_are_figure_objects_and_saved(tmp_path, monkeypatch):
-    monkeypatch.setenv("LEPTON_NB_REPORTS", str(tmp_path))
-    names = [f"c{i}" for i in range(3)]
-    rng = np.random.default_rng(0)
-    x, y = rng.random((30, 28, 28, 1)), np.arange(30) % 3
-    figs = [
-        ln.plotting.training_curves({"a": {"loss": [2, 1], "accuracy": [0.3, 0.6], "val_loss": [2, 1.5],
-                                           "val_accuracy": [0.3, 0.5]}}),
-        ln.plotting.confusion_matrix(np.eye(3) * 5 + 1, names),
-        ln.plotting.sample_grid(x, y, names, y_pred=(y + 1) % 3, per_class=4),
-        ln.plotting.class_counts({"train": np.array([3, 4, 5])}, names),
-    ]
-    for i, fig in enumerate(figs):
-        assert isinstance(fig, Figure)
-        path = ln.plotting.save_figure(fig, f"fig{i}")
-        assert path.exists() and path.stat().st_size > 1000 and path.parent == tmp_path / "figures"

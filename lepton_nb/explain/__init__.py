@@ -7,8 +7,8 @@
 - :mod:`~lepton_nb.explain.influence`: per-class region importance and the tabular case;
 - :mod:`~lepton_nb.explain.trust`: deletion/insertion faithfulness, model-randomization sanity
   check, localization on data with a known answer;
-- :mod:`~lepton_nb.explain.render`: matplotlib Figures; :mod:`~lepton_nb.explain.widgets`: the
-  ipywidgets explorer (ipywidgets imported only there).
+- :mod:`~lepton_nb.explain.plotting`: matplotlib figures; :mod:`~lepton_nb.explain.widgets`: the
+  ipywidgets explorer (ipywidgets imported only there); :mod:`~lepton_nb.explain.settings`: options.
 
 Submodules load on first use, so ``import lepton_nb.explain`` imports neither TensorFlow nor
 tf-explain until a method runs.
@@ -16,12 +16,11 @@ tf-explain until a method runs.
 
 from __future__ import annotations
 
-import importlib
+from lepton_nb._lazy import lazy_submodules
 
-__all__ = ["attribution", "cam", "config", "default_layer", "feature_layers", "gradcam", "influence", "render",
-           "surrogate", "tabular", "trust", "widgets"]
+_SUBMODULES = ("attribution", "cam", "influence", "plotting", "settings", "surrogate", "tabular", "trust", "widgets")
 
-_SUBMODULES = {"attribution", "cam", "config", "influence", "render", "surrogate", "tabular", "trust", "widgets"}
+__all__ = ["default_layer", "feature_layers", "gradcam", *_SUBMODULES]
 
 
 def gradcam(model, images, class_index=None, layer_name=None, **options):
@@ -45,13 +44,4 @@ def feature_layers(model) -> list[str]:
     return conv_layer_names(model)
 
 
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'lepton_nb.explain' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_submodules(__name__, _SUBMODULES, globals())

@@ -204,7 +204,7 @@ def occlusion(model: tf.keras.Model, images, class_index=None, *, patch: int = 4
 def activation_maps(model: tf.keras.Model, images, layer_name: str, *, batch_size: int = 512) -> np.ndarray:
     """Outputs of layer ``layer_name`` (nested models searched), e.g. (N, h, w, channels).
 
-    The seed article's activation maps; draw them with :func:`lepton_nb.explain.render.activation_grid`.
+    The seed article's activation maps; draw them with :func:`lepton_nb.explain.plotting.activation_grid`.
     """
     x = _common.as_batch(model, images)
 
@@ -285,9 +285,9 @@ def all_heatmaps(model: tf.keras.Model, images, class_index=None, *, methods=Non
 
     Args:
         methods: names from :data:`METHODS` (default: all of them).
-        config: a :class:`lepton_nb.explain.config.AttributionConfig` for the methods' options.
+        config: a :class:`lepton_nb.explain.settings.AttributionConfig` for the methods' options.
     """
-    from lepton_nb.explain.config import AttributionConfig
+    from lepton_nb.explain.settings import AttributionConfig
 
     config = config or AttributionConfig()
     x = _common.as_batch(model, images)

@@ -274,14 +274,14 @@ def localization_check(n: int = 2400, *, methods: Mapping[str, HeatmapFn] | None
         methods: ``{name: fn(model, images, targets)}``; default Grad-CAM only.
         distractor: intensity of a dimmer square in another quadrant (0 for none), so that a
             method that merely finds bright pixels can miss.
-        train_cfg: a :class:`lepton_nb.config.TrainConfig` (default: 4 quiet epochs).
+        train_cfg: a :class:`lepton_nb.settings.TrainConfig` (default: 4 quiet epochs).
 
     Returns:
         dict with ``accuracy`` of the CNN, ``hit_rate`` per method (share of correctly classified
         test images whose heatmap peak lies inside the patch), ``n_correct``, and the test
         ``images``, ``masks``, ``heatmaps`` and ``model`` for figures.
     """
-    from lepton_nb.config import TrainConfig
+    from lepton_nb.settings import TrainConfig
     from lepton_nb.data import Dataset
     from lepton_nb.explain.cam import gradcam
     from lepton_nb.models import build_cnn

@@ -50,14 +50,14 @@ class ExplorerModel:
         class_names: one name per class.
         methods: method names offered (``EXPLORER_METHODS`` by default; "activation" shows the mean
             activation of the chosen layer).
-        attribution: a :class:`lepton_nb.explain.config.AttributionConfig` (steps, samples, patch).
+        attribution: a :class:`lepton_nb.explain.settings.AttributionConfig` (steps, samples, patch).
         cache_size: heatmap sets (one image x one method x one layer, all classes) kept.
     """
 
     def __init__(self, model, images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *,
                  methods: Sequence[str] = EXPLORER_METHODS, attribution=None, cache_size: int = 512):
         from lepton_nb.explain import _common
-        from lepton_nb.explain.config import AttributionConfig
+        from lepton_nb.explain.settings import AttributionConfig
 
         self.model = model
         self.x = _common.as_batch(model, images)
@@ -168,7 +168,7 @@ class ExplorerModel:
             dict with ``image`` (H, W, 3) uint8, ``overlay`` (H, W, 3) uint8, ``heatmap`` (H, W),
             ``probs`` (K,), ``target``, ``pred``, ``label`` and a one-line ``caption``.
         """
-        from lepton_nb.explain.render import overlay_rgb
+        from lepton_nb.explain.plotting import overlay_rgb
 
         if not 0 <= index < len(self.x):
             raise ValueError(f"index {index}: choose an image in 0..{len(self.x) - 1}")

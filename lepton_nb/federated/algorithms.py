@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from lepton_nb.federated.config import ClientConfig, DPConfig, FedAvgConfig
+from lepton_nb.federated.settings import ClientConfig, DPFedAvgConfig, FedAvgConfig
 
 __all__ = ["CLIENT_TO_SERVER", "Task", "aggregation_signature", "check_model_builder", "client_optimizer", "dp_fedavg", "fed_eval", "fedavg",
            "intrinsics", "secure_aggregation_signature", "secure_fedavg", "task"]
@@ -149,8 +149,8 @@ def fedavg(t: Task, cfg: FedAvgConfig = FedAvgConfig()):
         server_optimizer_fn=_server_optimizer(cfg))
 
 
-def dp_aggregator(dp: DPConfig):
-    """The unweighted DP aggregation factory of ``dp``.
+def dp_aggregator(dp: DPFedAvgConfig, clients_per_round: int):
+    """The unweighted DP aggregation factory of ``dp`` for ``clients_per_round`` clients per round.
 
     Adaptive clipping is ``DifferentiallyPrivateFactory.gaussian_adaptive`` (what
     ``tff.learning.dp_aggregator`` wraps, here with our initial clip and quantile) plus the same
@@ -161,7 +161,7 @@ def dp_aggregator(dp: DPConfig):
     multiplier stays ``dp.noise_multiplier``.
     """
     tff = _tff()
-    cpr = float(dp.fedavg.clients_per_round)
+    cpr = float(clients_per_round)
     if dp.clipping == "fixed":
         agg = tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(dp.noise_multiplier, cpr, dp.clip)
     else:
@@ -176,19 +176,19 @@ def dp_aggregator(dp: DPConfig):
     return agg
 
 
-def dp_fedavg(t: Task, dp: DPConfig = DPConfig()):
-    """DP-FedAvg: unweighted FedAvg whose mean of clipped updates gets Gaussian noise.
+def dp_fedavg(t: Task, cfg: FedAvgConfig, dp: DPFedAvgConfig = DPFedAvgConfig()):
+    """DP-FedAvg: unweighted FedAvg (population, rounds, local training: ``cfg``) whose mean of
+    clipped updates gets Gaussian noise (``dp``).
 
     The noise standard deviation on the sum is ``noise_multiplier * clip``; on the mean it is that
     divided by ``clients_per_round``, so utility needs many clients per round. The privacy unit is
     a client; see :func:`lepton_nb.federated.accounting.dp_fedavg_epsilon` for its epsilon.
     """
     tff = _tff()
-    cfg = dp.fedavg
     tf.keras.utils.set_random_seed(cfg.seed)
     return tff.learning.algorithms.build_unweighted_fed_avg(
         t.model_fn, client_optimizer_fn=client_optimizer(cfg.client),
-        server_optimizer_fn=_server_optimizer(cfg), model_aggregator=dp_aggregator(dp))
+        server_optimizer_fn=_server_optimizer(cfg), model_aggregator=dp_aggregator(dp, cfg.clients_per_round))
 
 
 def secure_fedavg(t: Task, cfg: FedAvgConfig = FedAvgConfig()):

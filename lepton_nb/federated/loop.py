@@ -18,7 +18,7 @@ import numpy as np
 
 from lepton_nb.federated.algorithms import Task, fed_eval
 from lepton_nb.federated.client_data import FederatedData, split_test
-from lepton_nb.federated.config import FedAvgConfig
+from lepton_nb.federated.settings import FedAvgConfig
 from lepton_nb.reports import Summary
 
 __all__ = ["FederatedRun", "Evaluator", "run"]

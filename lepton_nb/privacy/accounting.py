@@ -28,6 +28,8 @@ from __future__ import annotations
 import math
 from typing import Literal, Sequence
 
+from lepton_nb.settings import SettingsError
+
 Sampling = Literal["poisson", "shuffle"]
 Accountant = Literal["best", "rdp", "pld"]
 
@@ -48,7 +50,7 @@ __all__ = [
 PLD_DISCRETIZATION = 1e-3
 
 
-class PrivacyError(ValueError):
+class PrivacyError(SettingsError):
     """A DP setting is unusable; the message names the setting and how to fix it."""
 
 

@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from lepton_nb.privacy.accounting import PrivacyError
 
-__all__ = ["check_batches", "check_stock_memory", "compile_stock", "make_stock_optimizer", "stock_memory_bytes"]
+__all__ = ["check_batches", "check_stock_memory", "make_stock_optimizer", "stock_memory_bytes"]
 
 
 def check_batches(num_examples: int, batch_size: int, num_microbatches: int | None) -> int:
@@ -105,14 +105,3 @@ def make_stock_optimizer(*, l2_norm_clip: float, noise_multiplier: float, num_mi
     if optimizer == "sgd":
         return DPKerasSGDOptimizer(momentum=0.9, **kwargs)
     return DPKerasAdamOptimizer(**kwargs)
-
-
-def compile_stock(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer) -> tf.keras.Model:
-    """Compile a logits model for the stock path: per-example cross-entropy (``reduction=NONE``)."""
-    model.compile(
-        optimizer=optimizer,
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                           reduction=tf.keras.losses.Reduction.NONE),
-        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-    )
-    return model

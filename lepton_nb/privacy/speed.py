@@ -38,11 +38,11 @@ def epoch_times(model_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.nda
         ``{path: {"warmup": s, "epochs": [s, ...], "median": s, "min": s, "max": s, "steps": k,
         "timed_steps": k', "images_per_s": r}}``, epoch times in seconds per full epoch.
     """
-    from lepton_nb.privacy.fast_clipping import FastDPModel
-    from lepton_nb.privacy.optimizers import check_batches, check_stock_memory, compile_stock, make_stock_optimizer
+    from lepton_nb.privacy.optimizers import check_batches, check_stock_memory
     from lepton_nb.privacy.sampling import poisson_pipeline, shuffle_pipeline
-    from lepton_nb.training import EpochTimer, compile_model, set_seed
-    from lepton_nb.config import TrainConfig
+    from lepton_nb.privacy.train import dp_trainer
+    from lepton_nb.settings import TrainConfig
+    from lepton_nb.training import FitPlan, Split, compile_model, fit, make_optimizer, set_seed
 
     if epochs < 2:
         raise ValueError(f"epochs={epochs}: need a warm-up epoch and at least one timed epoch")
@@ -50,35 +50,30 @@ def epoch_times(model_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.nda
     if unknown:
         raise ValueError(f"unknown paths {sorted(unknown)}: choose from {PATHS}")
     check_batches(len(x), batch_size, None)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, early_stopping_patience=None,
+                      seed=seed, verbose=0, tensorboard=False)
     out = {}
     for path in paths:
         set_seed(seed)
         model = model_fn()
-        if path == "poisson" or path == "fast_poisson":
+        if path == "fast_poisson":
             ds, steps = poisson_pipeline(x, y, batch_size, seed=seed)
         else:
             ds, steps = shuffle_pipeline(x, y, batch_size, seed=seed)
+            ds = ds.repeat()
         if path == "nonprivate":
-            trainer = compile_model(model, TrainConfig(learning_rate=learning_rate))
-        elif path in ("fast", "fast_poisson"):
-            trainer = FastDPModel(model, l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier,
-                                  expected_batch_size=batch_size)
-            trainer.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
-                            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                            metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+            trainer = compile_model(model, make_optimizer(cfg))
         else:
-            check_stock_memory(model, batch_size, batch_size)
-            trainer = compile_stock(model, make_stock_optimizer(l2_norm_clip=l2_norm_clip,
-                                                                noise_multiplier=noise_multiplier,
-                                                                num_microbatches=batch_size,
-                                                                learning_rate=learning_rate))
+            if path == "stock":
+                check_stock_memory(model, batch_size, batch_size)
+            trainer = dp_trainer(model, "stock" if path == "stock" else "fast", l2_norm_clip=l2_norm_clip,
+                                 noise_multiplier=noise_multiplier, batch_size=batch_size, cfg=cfg)
         timed = min(steps, (max_steps or {}).get(path, steps))
-        timer = EpochTimer()
-        trainer.fit(ds.repeat() if path != "fast_poisson" else ds, steps_per_epoch=timed, epochs=epochs,
-                    callbacks=[timer], verbose=0)
-        steady = [s * steps / timed for s in timer.seconds[1:]]
+        result = fit(FitPlan(model, trainer, ds, steps_per_epoch=timed), Split(x, y, None, None), cfg, name=path)
+        seconds = result.epoch_seconds
+        steady = [t * steps / timed for t in seconds[1:]]
         med = statistics.median(steady)
-        out[path] = {"warmup": timer.seconds[0], "epochs": steady, "median": med, "min": min(steady),
+        out[path] = {"warmup": seconds[0], "epochs": steady, "median": med, "min": min(steady),
                      "max": max(steady), "steps": steps, "timed_steps": timed, "images_per_s": steps * batch_size / med}
     return out
 

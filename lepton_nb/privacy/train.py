@@ -11,32 +11,45 @@ from typing import Callable, Sequence
 
 import tensorflow as tf
 
-from lepton_nb.config import DataConfig, TrainConfig
-from lepton_nb.data import Dataset, pipeline, split_validation
+from lepton_nb.data import Dataset
 from lepton_nb.privacy.accounting import PrivacyError, calibrate_noise, epsilon_for_schedule, validate
 from lepton_nb.privacy.budget import PrivacyBudget
-from lepton_nb.privacy.config import DPConfig
 from lepton_nb.privacy.fast_clipping import FastDPModel, check_dp_model
-from lepton_nb.privacy.optimizers import check_batches, check_stock_memory, compile_stock, make_stock_optimizer
+from lepton_nb.privacy.optimizers import check_batches, check_stock_memory, make_stock_optimizer
 from lepton_nb.privacy.sampling import poisson_pipeline, shuffle_pipeline
 from lepton_nb.privacy.schedules import NoiseScheduleCallback
-from lepton_nb.training import EpochTimer, TrainResult, evaluate, make_optimizer, set_seed
+from lepton_nb.privacy.settings import DPSGDConfig
+from lepton_nb.settings import DataConfig, TrainConfig
+from lepton_nb.training import FitPlan, TrainResult, compile_model, fit, make_optimizer, set_seed, split
 
-__all__ = ["train_dp"]
+__all__ = ["dp_trainer", "train_dp"]
 
 
-def _split(data: Dataset, data_cfg: DataConfig):
-    if data.x_val is not None:
-        return data.x_train, data.y_train, data.x_val, data.y_val
-    if data_cfg.validation_fraction > 0:
-        return split_validation(data.x_train, data.y_train, data_cfg.validation_fraction, data_cfg.seed)
-    return data.x_train, data.y_train, None, None
+def dp_trainer(model: tf.keras.Model, path: str, *, l2_norm_clip: float, noise_multiplier: float, batch_size: int,
+               cfg: TrainConfig, num_microbatches: int | None = None) -> tf.keras.Model:
+    """What Keras ``fit`` runs to train ``model`` with DP-SGD on ``path``, compiled.
+
+    "fast": :class:`~lepton_nb.privacy.fast_clipping.FastDPModel` around ``model`` (noise std
+    ``noise_multiplier * l2_norm_clip / batch_size`` on the mean of the clipped gradients);
+    "stock": ``model`` compiled with tensorflow-privacy's DP-Keras optimizer and a per-example
+    loss, ``num_microbatches`` microbatches per batch (default: one example each).
+    """
+    if path == "fast":
+        trainer = FastDPModel(model, l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier,
+                              expected_batch_size=batch_size)
+        return compile_model(trainer, make_optimizer(cfg))
+    if path == "stock":
+        optimizer = make_stock_optimizer(l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier,
+                                         num_microbatches=num_microbatches or batch_size,
+                                         learning_rate=cfg.learning_rate, optimizer=cfg.optimizer)
+        return compile_model(model, optimizer, per_example_loss=True)
+    raise PrivacyError(f"path={path!r}: choose 'fast' or 'stock'")
 
 
 def train_dp(
     model_fn: Callable[[], tf.keras.Model],
     data: Dataset,
-    dp: DPConfig = DPConfig(),
+    dp: DPSGDConfig = DPSGDConfig(),
     cfg: TrainConfig = TrainConfig(early_stopping_patience=None),
     *,
     data_cfg: DataConfig = DataConfig(),
@@ -69,7 +82,8 @@ def train_dp(
     """
     from lepton_nb.reports import reports_dir
 
-    x_tr, y_tr, x_val, y_val = _split(data, data_cfg)
+    examples = split(data, data_cfg)
+    x_tr, y_tr = examples.x_train, examples.y_train
     n = len(x_tr)
     b = cfg.batch_size
     validate(n, b, cfg.epochs, dp.noise_multiplier, dp.delta, sampling=dp.sampling, l2_norm_clip=dp.l2_norm_clip)
@@ -107,36 +121,14 @@ def train_dp(
     else:
         train_ds, steps = shuffle_pipeline(x_tr, y_tr, b, seed=cfg.seed)
         train_ds = train_ds.repeat()  # endless, reshuffled each pass; steps_per_epoch cuts epochs
-    val_ds = pipeline(x_val, y_val, batch_size=256, shuffle=False) if x_val is not None else None
-
-    if dp.path == "fast":
-        trainer = FastDPModel(model, l2_norm_clip=dp.l2_norm_clip, noise_multiplier=sched[0], expected_batch_size=b)
-        trainer.compile(optimizer=make_optimizer(cfg),
-                        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-    else:
-        trainer = compile_stock(model, make_stock_optimizer(
-            l2_norm_clip=dp.l2_norm_clip, noise_multiplier=sched[0], num_microbatches=mb,
-            learning_rate=cfg.learning_rate, optimizer=cfg.optimizer))
-
-    log_dir = str(reports_dir() / "tensorboard" / name) if cfg.tensorboard else None
-    accounted = [s / sens for s in sched]
-    budget = PrivacyBudget(num_examples=n, batch_size=b, delta=dp.delta, noise_multiplier=accounted,
-                           sampling=dp.sampling, target_epsilon=dp.target_epsilon, log_dir=log_dir,
-                           accountant=dp.accountant)
-    timer = EpochTimer()
-    cbs: list[tf.keras.callbacks.Callback] = [timer, budget, *callbacks]
-    if noise_schedule is not None:
-        cbs.insert(0, NoiseScheduleCallback(sched))
-    if cfg.early_stopping_patience is not None and val_ds is not None:
-        cbs.append(tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.early_stopping_patience,
-                                                    restore_best_weights=True))
-    if log_dir:
-        cbs.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False))
-    hist = trainer.fit(train_ds, steps_per_epoch=steps, validation_data=val_ds, epochs=cfg.epochs, callbacks=cbs,
-                       verbose=cfg.verbose)
-    history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    result = TrainResult(name, model, history, timer.seconds, cfg)
+    trainer = dp_trainer(model, dp.path, l2_norm_clip=dp.l2_norm_clip, noise_multiplier=sched[0], batch_size=b,
+                         cfg=cfg, num_microbatches=mb)
+    budget = PrivacyBudget(num_examples=n, batch_size=b, delta=dp.delta, noise_multiplier=[s / sens for s in sched],
+                           sampling=dp.sampling, target_epsilon=dp.target_epsilon, accountant=dp.accountant,
+                           log_dir=str(reports_dir() / "tensorboard" / name) if cfg.tensorboard else None)
+    plan = FitPlan(model, trainer, train_ds, steps_per_epoch=steps,
+                   callbacks=([NoiseScheduleCallback(sched)] if noise_schedule is not None else []) + [budget])
+    result = fit(plan, examples, cfg, name=name, test=data if evaluate_test else None, callbacks=callbacks)
     result.extra.update({
         "epsilon": float(budget.epsilon),  # not rounded: a rounded-up figure could exceed the budget
         "delta": dp.delta,
@@ -146,6 +138,4 @@ def train_dp(
         "path": dp.path,
         "stopped_by_budget": budget.stopped_early,
     })
-    if evaluate_test:
-        result.report = evaluate(model, data.x_test, data.y_test, class_names=data.class_names)
     return result

@@ -17,24 +17,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 def main() -> None:
     import lepton_nb as ln
-    from lepton_nb.config import DataConfig, TrainConfig
+    from lepton_nb.settings import DataConfig, DistributionOptions, TrainConfig
+    from lepton_nb.stories import nb02_distributed as story
 
     cpu2 = ln.distributed.strategy(cpu_replicas=2, verbose=False)  # first: before the runtime starts
     again = ln.distributed.strategy(cpu_replicas=2, verbose=False)  # a second call reuses the split
     ds = ln.data.stratified_subset(ln.data.load("fashion-mnist"), 2000, 1000, seed=0)
     cfg = TrainConfig(epochs=3, batch_size=64, early_stopping_patience=None, verbose=0, tensorboard=False)
-    runs = ln.distributed.compare(ln.models.build_seed_cnn, ds, cfg, {"one": None, "cpu2": cpu2},
-                                  data_cfg=DataConfig(validation_fraction=0.1))
+    runs = story.compare(ln.models.build_seed_cnn, ds, cfg, {"one": None, "cpu2": cpu2},
+                         data_cfg=DataConfig(validation_fraction=0.1))
     try:  # refused up front: XLA cannot run mirrored over logical CPUs in TF 2.14
-        ln.training.train(ln.models.build_seed_cnn, ds, cfg, strategy=cpu2, jit_compile=True)
+        ln.training.train(ln.models.build_seed_cnn, ds, cfg, strategy=cpu2,
+                          distribution=DistributionOptions(jit_compile=True))
         xla_error = ""
     except ValueError as err:
         xla_error = str(err)
-    pair = ln.distributed.comparison_strategies(cpu2, 2)
+    pair = story.comparison_strategies(cpu2, 2)
     print(json.dumps({
         "xla_error": xla_error,
         "comparison_replicas": {k: s.num_replicas_in_sync for k, s in pair.items()},
-        "markdown": ln.distributed.comparison_markdown(runs),
+        "markdown": story.comparison_markdown(runs),
         "replicas": cpu2.num_replicas_in_sync, "replicas_again": again.num_replicas_in_sync,
         "kind": ln.distributed.choice_of(cpu2).kind,
         "devices": list(ln.distributed.choice_of(cpu2).devices),

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> dict:
     import tensorflow as tf
 
     import lepton_nb as ln
-    from lepton_nb.config import DataConfig, TrainConfig
+    from lepton_nb.settings import DataConfig, DistributionOptions, TrainConfig
 
     worker = os.environ.get("LEPTON_NB_WORKER", "0")
     out = Path(args.out)
@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> dict:
                       tensorboard=False, seed=args.seed)
     r = ln.training.train(build, ds, cfg, data_cfg=DataConfig(validation_fraction=0.0), strategy=strat,
                           evaluate_test=False, backup_dir=args.backup_dir, callbacks=[Progress()],
-                          mixed_precision=args.mixed_precision or False, jit_compile=args.jit)
+                          distribution=DistributionOptions(mixed_precision=args.mixed_precision or False,
+                                                           jit_compile=args.jit))
     weights = [w for w in r.model.get_weights()]
     result = {"worker": int(worker), "history": r.history, "epoch_seconds": r.epoch_seconds,
               "epochs_run": r.epochs_run, "images_per_second": r.images_per_second(),

@@ -4,13 +4,14 @@ otherwise be long notebook cells.
 The case study runs one data set through every part of lepton_nb and ends with one table:
 
 - data: the bundled Fashion-MNIST sample by default, or any MedMNIST 28x28 ``.npz`` named by
-  ``DataConfig.path`` (:func:`load_data`), with augmentation adapted to it (:func:`augmentation_for`);
+  ``DataConfig.path`` (:func:`lepton_nb.data.from_config`), with augmentation adapted to it
+  (:func:`augmentation_for`);
 - centralized models (:func:`lepton_nb.training.train`): the seed's 2x128 MLP and CNN, and the CNN
   with augmentation under a ``tf.distribute`` strategy (:mod:`lepton_nb.distributed`);
 - DP-SGD at a stated epsilon (:func:`lepton_nb.privacy.train_dp`, Abadi et al. 2016);
 - FedAvg (McMahan et al. 2017) over simulated hospitals holding non-IID data (Dirichlet split,
   Hsu et al. 2019), and DP-FedAvg (McMahan et al. 2018) with user-level (hospital-level) epsilon
-  (:func:`federated_hospitals`, built from :mod:`lepton_nb.federated`);
+  (:func:`federated_hospitals`, on :class:`lepton_nb.federated.simulation.Simulation`);
 - Grad-CAM (Selvaraju et al. 2017) on right and wrong predictions (:func:`right_and_wrong`);
 - the final comparison beside the seed article's claim (:func:`row`, :func:`comparison_table`,
   :func:`claim_markdown`, :func:`quality_failures`).
@@ -27,12 +28,21 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from lepton_nb.config import SEED_CNN, Augmentation, CNNConfig, DataConfig, Mode, TrainConfig, mode
-from lepton_nb.federated.config import ClientConfig, FedAvgConfig
-from lepton_nb.federated.config import DPConfig as FedDPConfig
-from lepton_nb.privacy.config import DP_CNN
-from lepton_nb.privacy.config import DPConfig as SGDDPConfig
+from lepton_nb.federated.settings import ClientConfig, DPFedAvgConfig, FedAvgConfig
+from lepton_nb.privacy.settings import DPSGDConfig
 from lepton_nb.reports import Summary
+from lepton_nb.settings import (
+    DP_CNN,
+    SEED_CNN,
+    Augmentation,
+    CNNConfig,
+    DataConfig,
+    DistributionOptions,
+    Mode,
+    SettingsError,
+    TrainConfig,
+    by_mode,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from lepton_nb.data import Dataset
@@ -41,14 +51,14 @@ __all__ = [
     "CaseStudyConfig",
     "Checks",
     "FederatedOutcome",
+    "SECTION",
     "augmentation_for",
     "augmented_examples",
-    "case_study",
     "claim_markdown",
     "comparison_table",
     "distributed_markdown",
     "federated_hospitals",
-    "load_data",
+    "get_config",
     "quality_failures",
     "right_and_wrong",
     "row",
@@ -94,9 +104,7 @@ class CaseStudyConfig:
         train: the MLP and CNN baselines (one device, no augmentation, as in the seed article).
         distributed_train: the seed CNN with augmentation under the distribution strategy
             (``batch_size`` and ``learning_rate`` are the reference that ``lr_scaling`` scales from).
-        per_replica_batch: examples per replica per step under the strategy (global batch =
-            this x replicas); ``None``: ``distributed_train.batch_size`` split over the replicas.
-        lr_scaling: how the learning rate follows the global batch ("none", "linear", "sqrt").
+        distribution: per-replica batch and learning-rate scaling under the strategy.
         strategy_kind: ``lepton_nb.distributed.strategy`` kind ("auto": TPU, GPUs, TF_CONFIG
             cluster, else the CPU split below).
         cpu_replicas: logical CPU devices to mirror over when no accelerator is found (they share
@@ -108,8 +116,10 @@ class CaseStudyConfig:
         alpha: Dirichlet concentration of the hospitals' label mix (small = more skewed).
         min_hospital_size: smallest hospital allowed by the split (redrawn until it holds).
         fedavg: hospitals, hospitals per round, rounds and local training of FedAvg.
-        dp_fed: DP-FedAvg: noise, clipping, its own (larger) population and small model; user
-            level, one hospital is the privacy unit.
+        dp_fed: DP-FedAvg's aggregation (noise, clipping, accounting); user level, one hospital
+            is the privacy unit.
+        dp_fedavg: its own (larger) population of hospitals, rounds and local training.
+        dp_fed_model: its small model (the noise grows with the number of parameters).
         explain_examples: right and as many wrong predictions explained with Grad-CAM.
         checks: quality floors outside smoke mode.
     """
@@ -122,14 +132,14 @@ class CaseStudyConfig:
                                                                    verbose=0, tensorboard=False))
     distributed_train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=10, early_stopping_patience=4, verbose=0, tensorboard=False))
-    per_replica_batch: int | None = 64
-    lr_scaling: str = "sqrt"
+    distribution: DistributionOptions = field(default_factory=lambda: DistributionOptions(per_replica_batch=64,
+                                                                                          lr_scaling="sqrt"))
     strategy_kind: str = "auto"
     cpu_replicas: int | None = 2
     dp_model: CNNConfig = DP_CNN
     dp_train: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=10, batch_size=128, learning_rate=2e-3, early_stopping_patience=None, verbose=0, tensorboard=False))
-    dp: SGDDPConfig = field(default_factory=lambda: SGDDPConfig(l2_norm_clip=1.0, noise_multiplier=None,
+    dp: DPSGDConfig = field(default_factory=lambda: DPSGDConfig(l2_norm_clip=1.0, noise_multiplier=None,
                                                                 target_epsilon=3.0, delta=1e-5))
     fed_model: CNNConfig = SEED_CNN
     alpha: float = 0.5
@@ -137,165 +147,85 @@ class CaseStudyConfig:
     fedavg: FedAvgConfig = field(default_factory=lambda: FedAvgConfig(
         num_clients=20, clients_per_round=5, rounds=20, client=ClientConfig(local_epochs=2, batch_size=20),
         eval_every=5, test_clients=4))
-    dp_fed: FedDPConfig = field(default_factory=lambda: FedDPConfig(
-        noise_multiplier=1.0, sampling="without_replacement",
-        fedavg=FedAvgConfig(num_clients=100, clients_per_round=20, rounds=15,
-                            client=ClientConfig(local_epochs=2, batch_size=20, learning_rate=0.1),
-                            eval_every=5, test_clients=4)))
+    dp_fed: DPFedAvgConfig = field(default_factory=lambda: DPFedAvgConfig(noise_multiplier=1.0,
+                                                                          sampling="without_replacement"))
+    dp_fedavg: FedAvgConfig = field(default_factory=lambda: FedAvgConfig(
+        num_clients=100, clients_per_round=20, rounds=15,
+        client=ClientConfig(local_epochs=2, batch_size=20, learning_rate=0.1), eval_every=5, test_clients=4))
+    dp_fed_model: CNNConfig = CNNConfig(filters=8, depth=2, dense_units=0, activation="tanh")
     explain_examples: int = 4
     checks: Checks = field(default_factory=Checks)
 
     def __post_init__(self) -> None:
         if self.cpu_replicas is not None and self.cpu_replicas < 1:
-            raise ValueError(f"CaseStudyConfig.cpu_replicas={self.cpu_replicas}: use a positive number, or None "
-                             "for one device")
+            raise SettingsError(f"CaseStudyConfig.cpu_replicas={self.cpu_replicas}: use a positive number, or None "
+                                "for one device")
         if not self.alpha > 0:
-            raise ValueError(f"CaseStudyConfig.alpha={self.alpha}: the Dirichlet concentration must be > 0")
+            raise SettingsError(f"CaseStudyConfig.alpha={self.alpha}: the Dirichlet concentration must be > 0")
         if self.min_hospital_size < 1:
-            raise ValueError(f"CaseStudyConfig.min_hospital_size={self.min_hospital_size}: must be >= 1")
+            raise SettingsError(f"CaseStudyConfig.min_hospital_size={self.min_hospital_size}: must be >= 1")
         if self.dp.target_epsilon is None:
-            raise ValueError("CaseStudyConfig.dp needs a target_epsilon: the case study states the epsilon it trains at")
-        if self.per_replica_batch is not None and self.per_replica_batch < 1:
-            raise ValueError(f"CaseStudyConfig.per_replica_batch={self.per_replica_batch}: use a positive batch, "
-                             "or None to split distributed_train.batch_size over the replicas")
-        if self.lr_scaling not in ("none", "linear", "sqrt"):
-            raise ValueError(f"CaseStudyConfig.lr_scaling={self.lr_scaling!r}: choose 'none', 'linear' or 'sqrt'")
+            raise SettingsError("CaseStudyConfig.dp needs a target_epsilon: the case study states the epsilon it "
+                                "trains at")
         if self.explain_examples < 1:
-            raise ValueError(f"CaseStudyConfig.explain_examples={self.explain_examples}: explain at least one")
+            raise SettingsError(f"CaseStudyConfig.explain_examples={self.explain_examples}: explain at least one")
         if self.data.path is not None and Path(self.data.path).suffix not in ("", ".npz"):
-            raise ValueError(f"CaseStudyConfig.data.path={self.data.path!r}: give a MedMNIST .npz file (or a folder "
-                             "of Fashion-MNIST idx files with full=True)")
+            raise SettingsError(f"CaseStudyConfig.data.path={self.data.path!r}: give a MedMNIST .npz file (or a "
+                                "folder of Fashion-MNIST idx files with full=True)")
 
 
-def case_study(which: Mode | None = None, *, path: str | None = None, dataset: str | None = None) -> CaseStudyConfig:
-    """Settings of notebook 06 for ``which`` mode (default: the environment's :func:`~lepton_nb.config.mode`).
+def _smoke() -> CaseStudyConfig:
+    client = ClientConfig(local_epochs=1, batch_size=20)
+    quick = TrainConfig(epochs=1, early_stopping_patience=None, verbose=0, tensorboard=False)
+    tiny = FedAvgConfig(num_clients=6, clients_per_round=3, rounds=2, client=client, eval_every=2, test_clients=2)
+    return CaseStudyConfig(
+        data=DataConfig(max_train=600, max_test=300),
+        train=quick,
+        distributed_train=quick,
+        distribution=DistributionOptions(per_replica_batch=32, lr_scaling="sqrt"),
+        dp_model=CNNConfig(filters=4, depth=1, norm="group", activation="tanh", dense_units=16),
+        dp_train=TrainConfig(epochs=1, batch_size=64, learning_rate=2e-3, early_stopping_patience=None,
+                             verbose=0, tensorboard=False),
+        dp=DPSGDConfig(noise_multiplier=None, target_epsilon=8.0, delta=1e-4, accountant="rdp"),
+        min_hospital_size=5,
+        fedavg=tiny,
+        dp_fedavg=replace(tiny, rounds=1, eval_every=1),
+        explain_examples=2,
+    )
+
+
+def _full() -> CaseStudyConfig:
+    return CaseStudyConfig(
+        data=DataConfig(full=True),
+        train=TrainConfig(epochs=30, batch_size=128, early_stopping_patience=4, verbose=0, tensorboard=False),
+        distributed_train=TrainConfig(epochs=40, batch_size=128, early_stopping_patience=6, verbose=0,
+                                      tensorboard=False),
+        dp_train=TrainConfig(epochs=30, batch_size=512, learning_rate=2e-3, early_stopping_patience=None,
+                             verbose=0, tensorboard=False),
+        fedavg=FedAvgConfig(num_clients=100, clients_per_round=10, rounds=100,
+                            client=ClientConfig(local_epochs=5, batch_size=10, learning_rate=0.02),
+                            eval_every=5, test_clients=10),
+        dp_fedavg=FedAvgConfig(num_clients=1000, clients_per_round=100, rounds=100,
+                               client=ClientConfig(local_epochs=1, batch_size=10, learning_rate=0.05),
+                               eval_every=10, test_clients=10),
+        explain_examples=6,
+        checks=Checks(centralized=0.90, dp=0.75, federated=0.85, dp_federated=0.6),
+    )
+
+
+def get_config(mode: Mode | None = None, *, path: str | None = None, dataset: str | None = None) -> CaseStudyConfig:
+    """Settings of notebook 06 for ``mode`` (default: ``LEPTON_NB_SMOKE`` / ``LEPTON_NB_FULL``).
 
     Args:
-        which: "smoke", "default" or "full".
+        mode: "smoke", "default" or "full".
         path: a MedMNIST 28x28 ``.npz`` to study instead of the bundled sample.
         dataset: its flag (e.g. "bloodmnist"; default: the file name's stem).
     """
-    which = which or mode()
-    if which == "smoke":
-        client = ClientConfig(local_epochs=1, batch_size=20)
-        quick = TrainConfig(epochs=1, early_stopping_patience=None, verbose=0, tensorboard=False)
-        cfg = CaseStudyConfig(
-            mode="smoke",
-            data=DataConfig(max_train=600, max_test=300),
-            train=quick,
-            distributed_train=quick,
-            per_replica_batch=32,
-            dp_model=CNNConfig(filters=4, depth=1, norm="group", activation="tanh", dense_units=16),
-            dp_train=TrainConfig(epochs=1, batch_size=64, learning_rate=2e-3, early_stopping_patience=None,
-                                 verbose=0, tensorboard=False),
-            dp=SGDDPConfig(noise_multiplier=None, target_epsilon=8.0, delta=1e-4, accountant="rdp"),
-            min_hospital_size=5,
-            fedavg=FedAvgConfig(num_clients=6, clients_per_round=3, rounds=2, client=client, eval_every=2,
-                                test_clients=2),
-            dp_fed=FedDPConfig(noise_multiplier=1.0, sampling="without_replacement",
-                               fedavg=FedAvgConfig(num_clients=6, clients_per_round=3, rounds=1, client=client,
-                                                   eval_every=1, test_clients=2)),
-            explain_examples=2,
-        )
-    elif which == "full":
-        cfg = CaseStudyConfig(
-            mode="full",
-            data=DataConfig(full=True),
-            train=TrainConfig(epochs=30, batch_size=128, early_stopping_patience=4, verbose=0, tensorboard=False),
-            distributed_train=TrainConfig(epochs=40, batch_size=128, early_stopping_patience=6, verbose=0,
-                                          tensorboard=False),
-            dp_train=TrainConfig(epochs=30, batch_size=512, learning_rate=2e-3, early_stopping_patience=None,
-                                 verbose=0, tensorboard=False),
-            fedavg=FedAvgConfig(num_clients=100, clients_per_round=10, rounds=100,
-                                client=ClientConfig(local_epochs=5, batch_size=10, learning_rate=0.02),
-                                eval_every=5, test_clients=10),
-            dp_fed=FedDPConfig(noise_multiplier=1.0, sampling="without_replacement",
-                               fedavg=FedAvgConfig(num_clients=1000, clients_per_round=100, rounds=100,
-                                                   client=ClientConfig(local_epochs=1, batch_size=10,
-                                                                       learning_rate=0.05),
-                                                   eval_every=10, test_clients=10)),
-            explain_examples=6,
-            checks=Checks(centralized=0.90, dp=0.75, federated=0.85, dp_federated=0.6),
-        )
-    elif which == "default":
-        cfg = CaseStudyConfig()
-    else:
-        raise ValueError(f"mode {which!r}: choose 'smoke', 'default' or 'full'")
+    cfg = by_mode(mode, smoke=_smoke, default=CaseStudyConfig, full=_full)
     if path is not None:
         flag = dataset or Path(path).stem.split("_")[0]
         cfg = replace(cfg, data=replace(cfg.data, dataset=flag, path=str(path), full=False))
     return cfg
-
-
-# ------------------------------------------------------------------------------------------ data
-
-
-def _is_npz(path: str | None) -> bool:
-    return path is not None and Path(path).suffix == ".npz"
-
-
-def load_data(cfg: DataConfig) -> "Dataset":
-    """The case study's data: a MedMNIST ``.npz`` when ``cfg.path`` names one, else what
-    :func:`lepton_nb.data.from_config` loads (the bundled sample by default).
-
-    The ``.npz`` is read with :func:`lepton_nb.data.load_npz` (validated; its own validation split
-    is kept) and subset like any other set when ``max_train`` / ``max_test`` are given.
-
-    Raises:
-        lepton_nb.data.DataError: a missing or malformed file, naming it and the fix.
-    """
-    from lepton_nb import data
-
-    if not _is_npz(cfg.path):
-        return data.from_config(cfg)
-    name = None if cfg.dataset.lower().replace("_", "-") in ("fashion-mnist", "fashionmnist") else cfg.dataset
-    ds = data.load_npz(cfg.path, name=name)
-    if cfg.max_train or cfg.max_test:
-        ds = data.stratified_subset(ds, cfg.max_train, cfg.max_test, seed=cfg.seed)
-    return ds
-
-
-def augmentation_for(ds: "Dataset", aug: Augmentation | None) -> tuple[Augmentation | None, str]:
-    """``aug`` adapted to ``ds``, and one sentence saying why.
-
-    A left-right flip is kept only where mirrored images keep their class
-    (``ds.horizontal_flip_ok``: clothing, histology, blood cells, skin lesions); for
-    laterality-bearing images such as chest X-rays or organ slices it is dropped.
-    """
-    if aug is None:
-        return None, "no augmentation"
-    parts = []
-    if aug.rotation:
-        parts.append(f"rotations up to {aug.rotation * 360:.0f} degrees")
-    if aug.shift:
-        parts.append(f"shifts up to {aug.shift * 100:.0f} % of the side")
-    if aug.horizontal_flip and not ds.horizontal_flip_ok:
-        aug = replace(aug, horizontal_flip=False)
-        return aug, (", ".join(parts) or "none") + f"; no left-right flip: {ds.name} images are not mirror-invariant"
-    if aug.horizontal_flip:
-        parts.append("left-right flips")
-    return aug, ", ".join(parts) + (f" ({ds.name} classes are mirror-invariant)" if aug.horizontal_flip else "")
-
-
-def augmented_examples(ds: "Dataset", aug: Augmentation, *, per_class: int = 4, seed: int = 0
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """``per_class`` training images of each class passed through the training augmentation.
-
-    Uses :func:`lepton_nb.data.pipeline` exactly as training does (same layers, same seed rule).
-
-    Returns:
-        ``(images (N, H, W, C) float32, labels (N,))`` with ``N = per_class * num_classes`` (fewer
-        for a class with fewer images).
-    """
-    from lepton_nb.data import pipeline
-
-    rng = np.random.default_rng(seed)
-    picks = np.concatenate([rng.choice(np.flatnonzero(ds.y_train == c), min(per_class, int((ds.y_train == c).sum())),
-                                       replace=False) for c in range(ds.num_classes)])
-    batches = pipeline(ds.x_train[picks], ds.y_train[picks], batch_size=len(picks), shuffle=False, augment=aug,
-                       cache=False, seed=seed)
-    x, y = next(iter(batches))
-    return x.numpy(), y.numpy()
 
 
 def distributed_markdown(dist, single) -> str:
@@ -351,58 +281,35 @@ class FederatedOutcome:
 
 
 def federated_hospitals(ds: "Dataset", fed: FedAvgConfig, model: CNNConfig, *, alpha: float,
-                        dp: FedDPConfig | None = None, min_size: int = 1, name: str = "fedavg_hospitals",
+                        dp: DPFedAvgConfig | None = None, min_size: int = 1, name: str = "fedavg_hospitals",
                         progress: bool = False) -> FederatedOutcome:
     """FedAvg (or DP-FedAvg when ``dp`` is given) over ``fed.num_clients`` simulated hospitals.
 
-    The training split is spread over the hospitals with Dirichlet(``alpha``) label proportions
-    (:func:`lepton_nb.federated.client_data.federate`); each round samples
-    ``fed.clients_per_round`` hospitals without replacement (:func:`lepton_nb.federated.loop.run`);
+    The training split is spread over the hospitals with Dirichlet(``alpha``) label proportions;
+    each round samples ``fed.clients_per_round`` hospitals (:func:`lepton_nb.federated.loop.run`);
     the global model is evaluated federatedly every ``fed.eval_every`` rounds and, exported to
-    Keras, scored on the whole test split with macro recall and F1.
-
-    With ``dp``: DP-FedAvg (:func:`lepton_nb.federated.algorithms.dp_fedavg`; ``dp.fedavg`` is
-    ignored in favour of ``fed``), and the user-level epsilon of the rounds run
-    (:func:`lepton_nb.federated.accounting.dp_fedavg_epsilon`, ``dp.sampling``) at ``dp.target_delta``.
+    Keras, scored on the whole test split with macro recall and F1. With ``dp``: DP-FedAvg and the
+    user-level epsilon of the rounds run
+    (:meth:`lepton_nb.federated.simulation.Simulation.dp_fedavg`).
 
     Raises:
         ValueError: more hospitals than training examples, a bad split, or a model that does not
             fit the data, before any round runs.
     """
     from lepton_nb.distributed import quiet_tf_logging
-    from lepton_nb.federated import accounting, algorithms, client_data, loop
-    from lepton_nb.models import build_cnn
+    from lepton_nb.federated.simulation import Simulation
     from lepton_nb.training import evaluate
 
-    if fed.num_clients * min_size > len(ds.y_train):
-        raise ValueError(f"{fed.num_clients} hospitals of at least {min_size} examples need more than the "
-                         f"{len(ds.y_train)} training examples; use fewer hospitals or a smaller min_size")
-    shape, k = ds.input_shape, ds.num_classes
-
-    def build():  # a named function: AutoGraph cannot read the source of a lambda among others here
-        return build_cnn(model, input_shape=shape, num_classes=k)
-
-    task = algorithms.task(build, shape, k)
-    hospitals = client_data.federate(ds, fed.num_clients, alpha=alpha, seed=fed.seed, min_size=min_size)
+    sim = Simulation(ds, progress=progress, tensorboard=False)
+    hospitals = sim.split(fed.num_clients, alpha=alpha, min_size=min_size, seed=fed.seed)
     if dp is None:
-        process = algorithms.fedavg(task, fed)
+        run = sim.fedavg(model, hospitals, fed, name=name)
     else:
-        dp = replace(dp, fedavg=fed)
-        process = algorithms.dp_fedavg(task, dp)
-    evaluator = loop.Evaluator(task, ds.x_test, ds.y_test, test_clients=fed.test_clients, seed=fed.seed)
-    run = loop.run(process, hospitals, fed, task=task, evaluator=evaluator, name=name, progress=progress,
-                   tensorboard=False)
+        run = sim.dp_fedavg(model, hospitals, fed, dp, name=name)
     keras_model = run.export_keras()
     with quiet_tf_logging("ERROR"):  # a fresh model's predict function: TF's retracing warning is noise here
         report = evaluate(keras_model, ds.x_test, ds.y_test, class_names=ds.class_names)
-    eps = delta = None
-    if dp is not None:
-        delta = dp.target_delta
-        eps = accounting.dp_fedavg_epsilon(dp.noise_multiplier, fed.clients_per_round, fed.num_clients,
-                                           int(run.history["round"].max()), delta, sampling=dp.sampling)
-        run.extra.update({"epsilon": round(eps, 2), "delta": delta, "noise_multiplier": dp.noise_multiplier,
-                          "sampling": dp.sampling})
-    return FederatedOutcome(run, hospitals, keras_model, report, eps, delta)
+    return FederatedOutcome(run, hospitals, keras_model, report, run.extra.get("epsilon"), run.extra.get("delta"))
 
 
 # ------------------------------------------------------------------------------------- explain

@@ -1,4 +1,4 @@
-"""Data: loaders with validation, tf.data pipelines, augmentation, client partitioning.
+"""Loaders with validation: the bundled sample, the full Fashion-MNIST idx files, MedMNIST ``.npz``.
 
 Every loader returns a :class:`Dataset` of float32 NHWC images in [0, 1] and int64 labels, after
 checking the file (existence, SHA-256 for the bundled sample) and the arrays (shape, dtype,
@@ -17,33 +17,16 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from lepton_nb.config import Augmentation
 from lepton_nb.reports import Summary
 
 if TYPE_CHECKING:  # pragma: no cover
-    import tensorflow as tf
+    from lepton_nb.settings import DataConfig
 
-    from lepton_nb.config import DataConfig
+__all__ = ["BUNDLED_SAMPLE", "DataError", "Dataset", "FASHION_MNIST_CLASSES", "from_config", "load", "load_idx_folder",
+           "load_medmnist", "load_npz", "read_idx", "sha256_file", "validate_arrays"]
 
-__all__ = [
-    "BUNDLED_SAMPLE",
-    "from_config",
-    "FASHION_MNIST_CLASSES",
-    "DataError",
-    "Dataset",
-    "load",
-    "load_idx_folder",
-    "load_medmnist",
-    "load_npz",
-    "partition",
-    "pipeline",
-    "read_idx",
-    "split_validation",
-    "stratified_subset",
-    "validate_arrays",
-]
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 BUNDLED_SAMPLE = DATA_DIR / "fashion_mnist_sample.npz"
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -430,183 +413,10 @@ def load(name: str = "fashion-mnist", *, full: bool = False, path: str | os.Path
 
 
 def from_config(cfg: "DataConfig") -> Dataset:
-    """Load what a :class:`~lepton_nb.config.DataConfig` names, subset as it says."""
+    """Load what a :class:`~lepton_nb.settings.DataConfig` names, subset as it says."""
+    from lepton_nb.data.splits import stratified_subset
+
     ds = load(cfg.dataset, full=cfg.full, path=cfg.path)
     if cfg.max_train or cfg.max_test:
         ds = stratified_subset(ds, cfg.max_train, cfg.max_test, seed=cfg.seed)
     return ds
-
-
-# ------------------------------------------------------------------------------------- subsets
-
-
-def _stratified_indices(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` indices with class proportions kept (largest remainders), sorted."""
-    classes, counts = np.unique(labels, return_counts=True)
-    if n >= len(labels):
-        return np.arange(len(labels))
-    if n < len(classes):
-        raise ValueError(f"a stratified subset of {n} cannot hold all {len(classes)} classes")
-    exact = counts / counts.sum() * n
-    take = np.maximum(1, np.floor(exact).astype(int))
-    for i in np.argsort(-(exact - np.floor(exact))):
-        if take.sum() >= n:
-            break
-        take[i] += 1
-    while take.sum() > n:
-        take[np.argmax(take)] -= 1
-    picks = [rng.choice(np.flatnonzero(labels == c), k, replace=False) for c, k in zip(classes, take)]
-    return np.sort(np.concatenate(picks))
-
-
-def stratified_subset(ds: Dataset, max_train: int | None = None, max_test: int | None = None,
-                      seed: int = 0) -> Dataset:
-    """A smaller copy of ``ds`` with the class proportions of each split kept."""
-    rng = np.random.default_rng(seed)
-    tr = _stratified_indices(ds.y_train, max_train or len(ds.y_train), rng)
-    te = _stratified_indices(ds.y_test, max_test or len(ds.y_test), rng)
-    return Dataset(ds.x_train[tr], ds.y_train[tr], ds.x_test[te], ds.y_test[te], ds.class_names,
-                   ds.name, ds.source, ds.x_val, ds.y_val, ds.horizontal_flip_ok,
-                   {**ds.notes, "subset": (len(tr), len(te))})
-
-
-def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int = 0
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified hold-out: returns ``x_train, y_train, x_val, y_val``."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"validation fraction {fraction}: use a value in (0, 1)")
-    rng = np.random.default_rng(seed)
-    val = _stratified_indices(y, max(int(round(len(y) * fraction)), len(np.unique(y))), rng)
-    mask = np.zeros(len(y), bool)
-    mask[val] = True
-    return x[~mask], y[~mask], x[mask], y[mask]
-
-
-# ----------------------------------------------------------------------------------- pipelines
-
-
-def augmenter(aug: Augmentation, seed: int = 0) -> "tf.keras.Sequential":
-    """Keras preprocessing layers for ``aug`` (rotation, shift, optional left-right flip)."""
-    import tensorflow as tf
-
-    layers = []
-    if aug.horizontal_flip:
-        layers.append(tf.keras.layers.RandomFlip("horizontal", seed=seed))
-    if aug.rotation:
-        layers.append(tf.keras.layers.RandomRotation(aug.rotation, fill_mode="constant", seed=seed + 1))
-    if aug.shift:
-        layers.append(tf.keras.layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", seed=seed + 2))
-    return tf.keras.Sequential(layers, name="augment")
-
-
-def pipeline(
-    x: np.ndarray,
-    y: np.ndarray | None = None,
-    *,
-    batch_size: int = 64,
-    shuffle: bool = True,
-    augment: Augmentation | None = None,
-    drop_remainder: bool = False,
-    cache: bool = True,
-    repeat: bool = False,
-    seed: int = 0,
-) -> "tf.data.Dataset":
-    """A tf.data pipeline: (cache) -> shuffle -> batch -> augment -> prefetch.
-
-    Args:
-        x: images, uint8 (scaled to [0, 1] here) or float32 in [0, 1], shape (N, H, W, C).
-        y: int labels (N,), or ``None`` for an images-only pipeline.
-        drop_remainder: drop the last partial batch (needed where every batch must have the
-            same size, e.g. DP microbatches or TPUs).
-        repeat: repeat forever (then pass ``steps_per_epoch`` to Keras).
-
-    Returns:
-        A dataset of ``(images, labels)`` batches (or images), images float32 (B, H, W, C).
-    """
-    import tensorflow as tf
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size}: use a positive batch size")
-    if drop_remainder and batch_size > len(x):
-        raise ValueError(f"batch_size={batch_size} with drop_remainder=True leaves no batch of the {len(x)} examples")
-    x = np.asarray(x)
-    if x.ndim == 3:
-        x = x[..., None]
-    ds = tf.data.Dataset.from_tensor_slices(x if y is None else (x, np.asarray(y, np.int64)))
-    if x.dtype == np.uint8:
-        scale = lambda img: tf.cast(img, tf.float32) / 255.0  # noqa: E731
-        ds = ds.map(scale if y is None else (lambda a, b: (scale(a), b)), num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(min(len(x), 10_000), seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    if augment is not None:
-        layer = augmenter(augment, seed)
-        if y is None:
-            ds = ds.map(lambda a: layer(a, training=True), num_parallel_calls=tf.data.AUTOTUNE)
-        else:
-            ds = ds.map(lambda a, b: (layer(a, training=True), b), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-# ---------------------------------------------------------------------------------- partitions
-
-
-def partition(
-    labels: np.ndarray,
-    num_clients: int,
-    alpha: float | None = None,
-    seed: int = 0,
-    *,
-    shards_per_client: int | None = None,
-    min_size: int = 1,
-    max_tries: int = 100,
-) -> list[np.ndarray]:
-    """Split example indices over ``num_clients`` simulated clients.
-
-    - IID (default): a random permutation cut into near-equal parts.
-    - ``alpha``: non-IID, each class spread over clients by Dirichlet(alpha) proportions
-      (Hsu et al. 2019); small alpha gives few classes per client. Redrawn until every client
-      holds at least ``min_size`` examples.
-    - ``shards_per_client``: McMahan et al. 2017's label shards: sort by label, cut into
-      ``num_clients * shards_per_client`` shards, deal each client that many.
-
-    Returns:
-        ``num_clients`` sorted int64 index arrays, disjoint, covering every example.
-    """
-    labels = np.asarray(labels).reshape(-1)
-    n = len(labels)
-    if num_clients < 1:
-        raise ValueError(f"num_clients={num_clients}: need at least one client")
-    if num_clients * max(min_size, 1) > n:
-        raise ValueError(f"{n} examples cannot give {num_clients} clients at least {min_size} each")
-    if alpha is not None and shards_per_client is not None:
-        raise ValueError("choose either alpha (Dirichlet) or shards_per_client, not both")
-    rng = np.random.default_rng(seed)
-    if shards_per_client is not None:
-        if shards_per_client < 1:
-            raise ValueError(f"shards_per_client={shards_per_client}: must be >= 1")
-        order = np.argsort(labels, kind="stable")
-        shards = np.array_split(order, num_clients * shards_per_client)
-        deal = rng.permutation(len(shards)).reshape(num_clients, shards_per_client)
-        return [np.sort(np.concatenate([shards[s] for s in row])).astype(np.int64) for row in deal]
-    if alpha is None:
-        return [np.sort(p).astype(np.int64) for p in np.array_split(rng.permutation(n), num_clients)]
-    if not alpha > 0:
-        raise ValueError(f"alpha={alpha}: the Dirichlet concentration must be > 0 (small = more skewed)")
-    classes = np.unique(labels)
-    for _ in range(max_tries):
-        parts: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
-        for c in classes:
-            idx = rng.permutation(np.flatnonzero(labels == c))
-            cuts = (np.cumsum(rng.dirichlet(np.full(num_clients, alpha))) * len(idx)).astype(int)[:-1]
-            for client, chunk in enumerate(np.split(idx, cuts)):
-                parts[client].append(chunk)
-        out = [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
-        if min(len(p) for p in out) >= min_size:
-            return out
-    raise ValueError(f"Dirichlet(alpha={alpha}) left a client with fewer than {min_size} examples in "
-                     f"{max_tries} draws; use a larger alpha or fewer clients")

@@ -1,5 +1,5 @@
-"""The case study's library code (lepton_nb.case_study): settings, data choice, augmentation,
-federated hospitals, picks of right and wrong predictions, and the final table."""
+"""Notebook 06's story (lepton_nb.stories.nb06_case_study): settings, federated hospitals, picks of
+right and wrong predictions, and the final table beside the seed's claim."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 import lepton_nb as ln
-import lepton_nb.case_study as cs
-from lepton_nb.config import Augmentation, CNNConfig
+from lepton_nb.stories import nb06_case_study as cs
+from lepton_nb.settings import CNNConfig
 from lepton_nb.metrics import SEED_CLAIM
 
 # ----------------------------------------------------------------------------------------- config
 
 
 def test_modes_differ_and_scale():
-    smoke, default, full = cs.case_study("smoke"), cs.case_study("default"), cs.case_study("full")
+    smoke, default, full = cs.get_config("smoke"), cs.get_config("default"), cs.get_config("full")
     assert (smoke.mode, default.mode, full.mode) == ("smoke", "default", "full")
     assert smoke.data.max_train and default.data.max_train is None and full.data.full
     assert smoke.fedavg.rounds < default.fedavg.rounds < full.fedavg.rounds
@@ -29,22 +29,22 @@ def test_modes_differ_and_scale():
     for cfg in (smoke, default, full):
         assert cfg.dp.target_epsilon is not None
         # DP-FedAvg needs more hospitals per round than plain FedAvg (noise on the mean ~ 1 / clients)
-        assert cfg.dp_fed.fedavg.clients_per_round >= cfg.fedavg.clients_per_round
+        assert cfg.dp_fedavg.clients_per_round >= cfg.fedavg.clients_per_round
         assert cfg.dp_fed.sampling == "without_replacement"  # what the round loop really does
 
 
 def test_mode_from_environment(monkeypatch):
     monkeypatch.setenv("LEPTON_NB_SMOKE", "1")
-    assert cs.case_study().mode == "smoke"
+    assert cs.get_config().mode == "smoke"
     monkeypatch.delenv("LEPTON_NB_SMOKE")
     monkeypatch.setenv("LEPTON_NB_FULL", "1")
-    assert cs.case_study().mode == "full"
+    assert cs.get_config().mode == "full"
 
 
 def test_path_names_a_medmnist_file():
-    cfg = cs.case_study("default", path="/data/bloodmnist.npz")
+    cfg = cs.get_config("default", path="/data/bloodmnist.npz")
     assert cfg.data.path == "/data/bloodmnist.npz" and cfg.data.dataset == "bloodmnist" and not cfg.data.full
-    assert cs.case_study("full", path="x/pathmnist_28.npz", dataset="pathmnist").data.dataset == "pathmnist"
+    assert cs.get_config("full", path="x/pathmnist_28.npz", dataset="pathmnist").data.dataset == "pathmnist"
 
 
 @pytest.mark.parametrize("change, match", [
@@ -52,85 +52,28 @@ def test_path_names_a_medmnist_file():
     (dict(alpha=0.0), "alpha"),
     (dict(min_hospital_size=0), "min_hospital_size"),
     (dict(explain_examples=0), "explain_examples"),
-    (dict(per_replica_batch=0), "per_replica_batch"),
-    (dict(lr_scaling="cubic"), "lr_scaling"),
 ])
 def test_bad_settings_are_refused(change, match):
     with pytest.raises(ValueError, match=match):
-        replace(cs.case_study("smoke"), **change)
+        replace(cs.get_config("smoke"), **change)
 
 
 def test_dp_needs_a_stated_epsilon_and_paths_must_be_npz():
-    cfg = cs.case_study("smoke")
+    cfg = cs.get_config("smoke")
     with pytest.raises(ValueError, match="target_epsilon"):
         replace(cfg, dp=replace(cfg.dp, target_epsilon=None, noise_multiplier=1.0))
     with pytest.raises(ValueError, match=r"\.npz"):
         replace(cfg, data=replace(cfg.data, path="images.csv"))
     with pytest.raises(ValueError, match="mode"):
-        cs.case_study("medium")
+        cs.get_config("medium")
 
 
 def test_parameters_cell_does_not_start_tensorflow():
     """The notebook splits the CPU in the cell after the parameters: nothing before may import TF."""
-    code = ("import sys, lepton_nb as ln, lepton_nb.case_study as cs; cs.case_study('default'); "
+    code = ("import sys, lepton_nb as ln, lepton_nb.case_study as cs; cs.get_config('default'); "
             "print(sorted(m for m in ('tensorflow', 'tensorflow_federated', 'tensorflow_privacy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
-
-
-# ------------------------------------------------------------------------------------------- data
-
-
-def _medmnist_npz(path, *, n_train=60, n_test=30, classes=4, seed=0):
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, n in (("train", n_train), ("val", 20), ("test", n_test)):
-        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
-        arrays[f"{split}_labels"] = (np.arange(n) % classes).reshape(-1, 1).astype(np.uint8)
-    np.savez(path, **arrays)
-    return path
-
-
-def test_load_data_reads_a_medmnist_npz_and_subsets_it(tmp_path):
-    path = _medmnist_npz(tmp_path / "toymnist.npz")
-    cfg = cs.case_study("default", path=str(path))
-    ds = cs.load_data(cfg.data)
-    assert ds.name == "toymnist" and ds.num_classes == 4 and len(ds.y_train) == 60
-    assert ds.x_val is not None and len(ds.y_val) == 20  # MedMNIST's own validation split is kept
-    assert ds.x_train.dtype == np.float32 and 0 <= ds.x_train.min() and ds.x_train.max() <= 1
-    small = cs.load_data(replace(cfg.data, max_train=20, max_test=8))
-    assert len(small.y_train) == 20 and len(small.y_test) == 8
-    assert np.bincount(small.y_train).tolist() == [5, 5, 5, 5]  # stratified
-
-
-def test_load_data_default_is_the_bundled_sample_and_missing_files_are_named(tmp_path):
-    ds = cs.load_data(cs.case_study("smoke").data)
-    assert ds.name == "fashion-mnist-sample" and len(ds.y_train) == 600
-    missing = tmp_path / "nowhere.npz"
-    with pytest.raises(ln.data.DataError, match="nowhere.npz"):
-        cs.load_data(cs.case_study("smoke", path=str(missing)).data)
-
-
-def test_augmentation_drops_the_flip_where_mirroring_changes_meaning(tiny, tmp_path):
-    aug = Augmentation(rotation=0.03, shift=0.08, horizontal_flip=True)
-    kept, why = cs.augmentation_for(tiny, aug)
-    assert kept.horizontal_flip and "flip" in why  # clothing is mirror-invariant
-    xray = ln.data.load_npz(_medmnist_npz(tmp_path / "chestxray.npz"))
-    assert not xray.horizontal_flip_ok
-    dropped, why = cs.augmentation_for(xray, aug)
-    assert not dropped.horizontal_flip and (dropped.rotation, dropped.shift) == (0.03, 0.08)
-    assert "not mirror-invariant" in why
-    assert cs.augmentation_for(tiny, None) == (None, "no augmentation")
-
-
-def test_augmented_examples_are_changed_copies_of_each_class(tiny):
-    x, y = cs.augmented_examples(tiny, Augmentation(rotation=0.05, shift=0.1), per_class=3, seed=1)
-    assert x.shape == (30, 28, 28, 1) and x.dtype == np.float32
-    assert np.bincount(y, minlength=10).tolist() == [3] * 10
-    assert 0 <= x.min() and x.max() <= 1 + 1e-6
-    # the same images without augmentation differ from the augmented ones
-    x0, _ = cs.augmented_examples(tiny, Augmentation(rotation=0.0, shift=0.0), per_class=3, seed=1)
-    assert np.abs(x - x0).mean() > 0.01
 
 
 # ---------------------------------------------------------------------------------- right / wrong
@@ -244,8 +187,8 @@ def test_recorded_rows_fill_the_summary_table_with_epsilon(tmp_path):
 
 def test_quality_failures():
     rows = _rows()
-    default = cs.case_study("default")
-    assert cs.quality_failures(cs.case_study("smoke"), {"x": cs.row("DP", _report(0, 0, 0), epsilon=99)},
+    default = cs.get_config("default")
+    assert cs.quality_failures(cs.get_config("smoke"), {"x": cs.row("DP", _report(0, 0, 0), epsilon=99)},
                                bundled=True, targets={"x": 1.0}) == []
     fails = cs.quality_failures(default, rows, bundled=True, targets={"DP": 3.0})
     assert fails == []  # 90 >= 85, 75 >= 60, 80 >= 70, 55 >= 35, epsilon 3.0 <= 3.0
@@ -261,7 +204,7 @@ def test_quality_failures():
 
 
 def test_federated_hospitals_refuses_impossible_splits_before_any_round(tiny):
-    cfg = cs.case_study("smoke")
+    cfg = cs.get_config("smoke")
     with pytest.raises(ValueError, match="hospitals"):
         cs.federated_hospitals(tiny, replace(cfg.fedavg, num_clients=200, clients_per_round=2), cfg.fed_model,
                                alpha=0.5, min_size=5)
@@ -271,8 +214,8 @@ def test_dp_fedavg_over_non_iid_hospitals_runs_and_is_scored_like_the_others(tin
     """A real (tiny) DP-FedAvg run in TFF: non-IID hospitals, user-level epsilon, Keras export."""
     from lepton_nb.federated import accounting, runtime
 
-    cfg = cs.case_study("smoke")
-    fed = replace(cfg.dp_fed.fedavg, num_clients=4, clients_per_round=2, rounds=1, eval_every=1, test_clients=2)
+    cfg = cs.get_config("smoke")
+    fed = replace(cfg.dp_fedavg, num_clients=4, clients_per_round=2, rounds=1, eval_every=1, test_clients=2)
     small = CNNConfig(filters=4, depth=1, dense_units=0, activation="tanh")
     try:
         out = cs.federated_hospitals(tiny, fed, small, alpha=0.3, dp=cfg.dp_fed, min_size=5, name="test_dp_fed")

@@ -1,0 +1,261 @@
+"""The one settings pattern: frozen dataclasses, and one helper that picks them by run mode.
+
+Every setting of lepton_nb is a frozen dataclass that checks its fields when it is built (a bad
+value raises :class:`SettingsError` naming the field and the fix); override a field with
+:func:`dataclasses.replace`, e.g. ``replace(cfg.train, epochs=3)``. This module holds the settings
+shared by the whole library (data, training, distribution, the CNN family and its presets);
+``privacy``, ``federated`` and ``explain`` keep theirs in their own ``settings`` module, and each
+notebook's settings come from its story module's ``get_config(mode)``, built with :func:`by_mode`.
+
+The run mode comes from the environment, so a notebook's single ``parameters`` cell works
+unchanged under ``make run`` and ``make test``:
+
+- ``LEPTON_NB_SMOKE=1``: seconds-long settings (tiny subsets, one epoch) that check everything runs;
+- ``LEPTON_NB_FULL=1``: the full 60k/10k data and longer training (the real figures);
+- neither: the default, real training on the bundled 6,000/4,000 sample.
+
+Importing this module imports neither TensorFlow nor any other heavy library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Callable, Literal, TypeVar
+
+Mode = Literal["smoke", "default", "full"]
+MODES: tuple[str, ...] = ("smoke", "default", "full")
+T = TypeVar("T")
+
+__all__ = [
+    "Augmentation",
+    "CNNConfig",
+    "DP_CNN",
+    "DP_CNN_NO_NORM",
+    "DataConfig",
+    "DistributionOptions",
+    "MODES",
+    "Mode",
+    "SEED_CNN",
+    "SettingsError",
+    "TrainConfig",
+    "by_mode",
+    "mode",
+]
+
+
+class SettingsError(ValueError):
+    """A setting is unusable; the message names it and how to fix it."""
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def mode() -> Mode:
+    """The run mode named by the environment (``LEPTON_NB_SMOKE`` wins over ``LEPTON_NB_FULL``)."""
+    if _flag("LEPTON_NB_SMOKE"):
+        return "smoke"
+    if _flag("LEPTON_NB_FULL"):
+        return "full"
+    return "default"
+
+
+def by_mode(which: str | None, *, smoke: Callable[[], T], default: Callable[[], T], full: Callable[[], T]) -> T:
+    """The settings of mode ``which`` (``None``: the environment's :func:`mode`), built by its function.
+
+    Each story module's ``get_config(mode=None)`` is one call of this. A result with a ``mode``
+    field gets it set to the chosen mode.
+
+    Raises:
+        SettingsError: ``which`` is not "smoke", "default" or "full".
+    """
+    which = which or mode()
+    builders = {"smoke": smoke, "default": default, "full": full}
+    if which not in builders:
+        raise SettingsError(f"mode {which!r}: choose 'smoke', 'default' or 'full' (or leave it None to follow "
+                            "LEPTON_NB_SMOKE=1 / LEPTON_NB_FULL=1)")
+    cfg = builders[which]()
+    if dataclasses.is_dataclass(cfg) and any(f.name == "mode" for f in dataclasses.fields(cfg)):
+        cfg = dataclasses.replace(cfg, mode=which)
+    return cfg
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random geometric augmentation applied to training batches only.
+
+    Attributes:
+        rotation: maximum rotation as a fraction of a full turn (0.05 = 18 degrees).
+        shift: maximum translation as a fraction of the image side.
+        horizontal_flip: mirror left-right; only where the classes are mirror-invariant
+            (clothing, histology), never for laterality-bearing images such as chest X-rays.
+    """
+
+    rotation: float = 0.03
+    shift: float = 0.08
+    horizontal_flip: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rotation <= 0.5:
+            raise SettingsError(f"Augmentation.rotation={self.rotation}: use a fraction of a turn in [0, 0.5]")
+        if not 0 <= self.shift < 1:
+            raise SettingsError(f"Augmentation.shift={self.shift}: use a fraction of the image side in [0, 1)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data to load and how much of it.
+
+    Attributes:
+        dataset: "fashion-mnist" or a MedMNIST flag such as "bloodmnist".
+        full: the full 60k/10k set instead of the bundled 6k/4k sample.
+        path: a folder of idx files or a MedMNIST ``.npz`` to read instead of the defaults.
+        max_train, max_test: stratified subsets (smoke mode), ``None`` for everything.
+        validation_fraction: share of the training set held out for early stopping.
+        augment: augmentation of training batches, ``None`` for none.
+        seed: seed of every random choice made on the data.
+    """
+
+    dataset: str = "fashion-mnist"
+    full: bool = False
+    path: str | None = None
+    max_train: int | None = None
+    max_test: int | None = None
+    validation_fraction: float = 0.1
+    augment: Augmentation | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.validation_fraction < 0.5:
+            raise SettingsError(
+                f"DataConfig.validation_fraction={self.validation_fraction}: use a value in [0, 0.5)"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (Adam by default, as in the seed article).
+
+    Attributes:
+        epochs: maximum number of passes over the training set.
+        batch_size: examples per step (global batch under a distribution strategy).
+        learning_rate: Adam's step size.
+        early_stopping_patience: epochs without validation-loss improvement before stopping
+            (best weights restored); ``None`` trains for all epochs.
+        optimizer: "adam" or "sgd" (momentum 0.9).
+        seed: seeds Python, NumPy and TensorFlow before the model is built.
+        verbose: Keras progress output (0 silent, 1 bar, 2 one line per epoch).
+        tensorboard: write TensorBoard logs under ``reports/tensorboard/<run name>``.
+    """
+
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    early_stopping_patience: int | None = 4
+    optimizer: Literal["adam", "sgd"] = "adam"
+    seed: int = 0
+    verbose: int = 2
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise SettingsError(f"TrainConfig.epochs={self.epochs}: train for at least one epoch")
+        if self.batch_size < 1:
+            raise SettingsError(f"TrainConfig.batch_size={self.batch_size}: use a positive batch size")
+        if not self.learning_rate > 0:
+            raise SettingsError(f"TrainConfig.learning_rate={self.learning_rate}: must be positive")
+        if self.optimizer not in ("adam", "sgd"):
+            raise SettingsError(f"TrainConfig.optimizer={self.optimizer!r}: choose 'adam' or 'sgd'")
+
+
+@dataclass(frozen=True)
+class DistributionOptions:
+    """How :func:`lepton_nb.training.train` runs under a ``tf.distribute`` strategy.
+
+    Attributes:
+        per_replica_batch: examples per replica per step; the global batch is then this x the
+            strategy's replicas. ``None``: the global batch is ``TrainConfig.batch_size``, split
+            evenly over the replicas.
+        lr_scaling: how the learning rate follows the global batch, relative to
+            ``TrainConfig.batch_size`` at ``TrainConfig.learning_rate``: "none", "linear" (Goyal et
+            al. 2017) or "sqrt" (Krizhevsky 2014).
+        mixed_precision: ``True`` for the device's policy (bfloat16 on TPU, float16 with loss
+            scaling on GPU, float32 on CPU), or a Keras policy name; the output layer stays float32.
+        jit_compile: compile the train step with XLA.
+        steps_per_execution: train steps per ``tf.function`` call (TPUs want tens to hundreds).
+    """
+
+    per_replica_batch: int | None = None
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
+    mixed_precision: bool | str = False
+    jit_compile: bool = False
+    steps_per_execution: int = 1
+
+    def __post_init__(self) -> None:
+        if self.per_replica_batch is not None and self.per_replica_batch < 1:
+            raise SettingsError(f"DistributionOptions.per_replica_batch={self.per_replica_batch}: use a positive "
+                                "batch, or None to split TrainConfig.batch_size over the replicas")
+        if self.lr_scaling not in ("none", "linear", "sqrt"):
+            raise SettingsError(f"DistributionOptions.lr_scaling={self.lr_scaling!r}: choose 'none', 'linear' or 'sqrt'")
+        if not isinstance(self.steps_per_execution, int) or self.steps_per_execution < 1:
+            raise SettingsError(f"DistributionOptions.steps_per_execution={self.steps_per_execution!r}: use an "
+                                "integer >= 1")
+        policies = (True, False, "float32", "mixed_float16", "mixed_bfloat16")
+        if self.mixed_precision not in policies:
+            raise SettingsError(f"DistributionOptions.mixed_precision={self.mixed_precision!r}: use True (the "
+                                "device's policy), False, or one of 'float32', 'mixed_float16', 'mixed_bfloat16'")
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """A member of the CNN family built by :func:`lepton_nb.models.build_cnn`.
+
+    ``CNNConfig()`` is the seed article's CNN: Conv2D(32, 3x3, ReLU), MaxPool 2x2, Flatten,
+    Dense(128, ReLU), Dense(10).
+
+    Attributes:
+        filters: filters of the first block; each further block doubles them.
+        depth: number of conv blocks, each ending in 2x2 max pooling (at most 3 for 28x28).
+        convs_per_block: convolutions in each block.
+        norm: "none", "batch" or "group" normalization after each convolution.
+        activation: "relu" or "tanh" (tanh for DP training, Papernot et al. 2021).
+        dense_units: width of the hidden dense layer, 0 for none.
+        dropout: dropout rate before the classifier.
+    """
+
+    filters: int = 32
+    depth: int = 1
+    convs_per_block: int = 1
+    norm: Literal["none", "batch", "group"] = "none"
+    activation: Literal["relu", "tanh"] = "relu"
+    dense_units: int = 128
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.depth <= 3:
+            raise SettingsError(f"CNNConfig.depth={self.depth}: 28x28 inputs allow 1 to 3 pooled blocks")
+        if self.norm not in ("none", "batch", "group"):
+            raise SettingsError(f"CNNConfig.norm={self.norm!r}: choose 'none', 'batch' or 'group'")
+        if self.activation not in ("relu", "tanh"):
+            raise SettingsError(f"CNNConfig.activation={self.activation!r}: choose 'relu' or 'tanh'")
+        if self.filters < 1 or self.convs_per_block < 1 or self.dense_units < 0:
+            raise SettingsError("CNNConfig: filters and convs_per_block must be >= 1, dense_units >= 0")
+        if not 0 <= self.dropout < 1:
+            raise SettingsError(f"CNNConfig.dropout={self.dropout}: use a rate in [0, 1)")
+
+    @property
+    def label(self) -> str:
+        """A short readable name such as ``cnn-d2x2-f32-batch-relu``."""
+        return f"cnn-d{self.depth}x{self.convs_per_block}-f{self.filters}-{self.norm}-{self.activation}"
+
+
+#: The seed article's CNN: Conv2D(32, 3x3, ReLU), MaxPool 2x2, Flatten, Dense(128, ReLU), Dense(10).
+SEED_CNN = CNNConfig()
+#: The DP-friendly member of the CNN family: GroupNorm (per example) and tanh (Papernot et al.
+#: 2021, "Tempered Sigmoid Activations for Deep Learning with Differential Privacy"), small.
+DP_CNN = CNNConfig(filters=16, depth=2, norm="group", activation="tanh", dense_units=32)
+#: The same without normalization (Papernot et al.'s own CNNs have none): faster under DP on CPUs,
+#: where Keras' GroupNormalization is slow.
+DP_CNN_NO_NORM = CNNConfig(filters=16, depth=2, norm="none", activation="tanh", dense_units=32)
