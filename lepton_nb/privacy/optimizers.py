@@ -16,9 +16,9 @@ measures the ratio on your machine). Their traps:
   path is used with fixed batches ("shuffle" sampling) only;
 - the Jacobian runs every microbatch's loss back through the whole batch, so memory grows with
   batch x microbatches x activations, i.e. with the batch squared at one example per microbatch
-  (for the DP CNN at batch 256, :func:`stock_memory_bytes` estimates about 16 GB): a larger batch
-  gets the kernel OOM-killed mid-epoch. :func:`check_stock_memory` refuses such settings before
-  training.
+  (for the DP CNN at batch 256, :func:`stock_memory_bytes` estimates about 16 GB): settings that
+  need more than the machine has get the kernel OOM-killed mid-epoch. :func:`check_stock_memory`
+  refuses them before training.
 """
 
 from __future__ import annotations
