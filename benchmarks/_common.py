@@ -2,7 +2,8 @@
 
 Every benchmark writes ``reports/bench/<name>.json`` with ``name``, ``config``, ``machine``,
 ``results`` (raw figures, with min/median/max over repeats) and ``ratios`` (flat ``<a>_vs_<b>`` =
-time of a / time of b, measured in the same run), then prints one summary line (BENCHMARKS.md).
+time of a / time of b, measured in the same run), then prints one summary line.
+``python -m lepton_nb results`` lists every ratio with the script (and ``--full``) that reproduces it.
 """
 
 from __future__ import annotations

@@ -3,17 +3,17 @@
 One run, same model, same data, same batch, same fixed batches; the first epoch (tracing) is a
 warm-up. Writes ``reports/bench/dp.json`` with ``ratios.fast_vs_nonprivate``,
 ``ratios.stock_vs_nonprivate``, ``ratios.stock_vs_fast`` (and ``fast_poisson_vs_nonprivate``: the
-fast path fed by the Poisson pipeline) for the seed CNN (STACK.md's reference) and the DP CNN
+fast path fed by the Poisson pipeline) for the seed CNN and the DP CNN
 (``dp_cnn_...``), all at batch 64.
 
 DP-SGD trains with large batches (the noise on the mean gradient is sigma * C / B; notebook 03
 trains at 128 and 1,024), where the fast path's per-step fixed costs (noise on every weight, the
 second backward pass) weigh less: the same comparison without the stock path runs at batch 256
 too (``..._b256``). The stock path is left out there: tensorflow-privacy takes the Jacobian of the
-per-example losses through the whole batch, its memory grows with the batch squared (18.5 GB at
-batch 256 here, OOM-killed).
+per-example losses through the whole batch, so its memory grows with the batch squared (about
+16 GB for the DP CNN at batch 256 by ``ln.privacy.optimizers.stock_memory_bytes``).
 
-Default (a few minutes here): 1,920 images of the bundled sample at batch 64 and 3,072 at 256.
+Default: 1,920 images of the bundled sample at batch 64 and 3,072 at 256.
 ``--full``: the whole 6,000-image sample for the timings, then DP training on the full
 Fashion-MNIST (60k/10k) at epsilon <= 3, delta = 1e-5, Poisson sampling, with notebook 03's
 full-mode settings, recording test accuracy.

@@ -1,9 +1,23 @@
 """reports/summary.json and reports/summary.md: the figures every notebook adds to the main job.
 
-Notebooks call :func:`record` with their key figures (one section each, e.g.
-``"01_data_and_baselines"``); the main job renders :func:`write_markdown` after each notebook. The
-JSON is updated by read-merge-write through a temporary file and an atomic rename, so a crash
-never leaves it half-written and earlier sections are never lost.
+Notebooks call :func:`record` with their figures (one section each, e.g.
+``"01_data_and_baselines"``), and may name their key figures in a flat ``headline``; the main job
+renders :func:`write_markdown` after each notebook, and ``python -m lepton_nb results`` turns the
+headlines (and the benchmarks' ratios) into the README's results table (:func:`results_table`).
+
+summary.json keeps one part per mode, so that a default-mode and a full-mode run accumulate in one
+file instead of overwriting each other::
+
+    {"updated": "2026-12-02T12:41:21+00:00",
+     "modes": {"default": {"sections": {"03_differential_privacy": {"headline": {...}, "models": {...}}},
+                           "runs": {"03_differential_privacy": {"recorded": "2026-12-02T12:41:21+00:00",
+                                                                "command": "make run NOTEBOOKS=03",
+                                                                "commit": "3d471e8", "dirty": false}}},
+               "full": {...}}}
+
+The JSON is updated by read-merge-write through a temporary file and an atomic rename, so a crash
+never leaves it half-written and earlier sections are never lost. A summary.json in the earlier
+flat format (top-level ``"sections"`` and ``"modes": {section: mode}``) is converted on read.
 """
 
 from __future__ import annotations
@@ -12,18 +26,27 @@ import dataclasses
 import datetime as _dt
 import json
 import os
+import re
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Summary", "Table", "figure_path", "jsonable", "load_summary", "record", "record_models", "reports_dir",
-           "table", "write_markdown"]
+__all__ = ["RESULTS_BEGIN", "RESULTS_END", "Summary", "Table", "figure_path", "jsonable", "load_summary", "provenance",
+           "record", "record_models", "replace_results_block", "reports_dir", "results_rows", "results_table",
+           "run_command", "section", "table", "write_markdown"]
 
 _REPO = Path(__file__).resolve().parent.parent
 MODEL_COLUMNS = (("accuracy", "accuracy %"), ("recall_macro", "macro recall %"), ("f1_macro", "macro F1 %"),
                  ("epsilon", "epsilon"), ("params", "params"), ("epochs", "epochs"),
                  ("train_seconds", "train s"))
+#: Order in which modes are listed; any other mode follows in alphabetical order.
+MODE_ORDER = ("default", "full", "smoke")
+_MAKE_FLAG = {"full": " FULL=1", "smoke": " SMOKE=1"}
+#: The README block that ``python -m lepton_nb results --write README.md`` replaces.
+RESULTS_BEGIN, RESULTS_END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def reports_dir() -> Path:
@@ -58,27 +81,103 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _ordered_modes(modes) -> list[str]:
+    return [m for m in MODE_ORDER if m in modes] + sorted(m for m in modes if m not in MODE_ORDER)
+
+
+def run_command(mode: str, notebooks: str | None = None) -> str:
+    """The ``make`` command that runs ``notebooks`` (e.g. ``"03"`` or ``"01,03"``; all when ``None``)
+    in ``mode``: ``make run NOTEBOOKS=03 FULL=1``."""
+    return "make run" + (f" NOTEBOOKS={notebooks}" if notebooks else "") + _MAKE_FLAG.get(mode, "")
+
+
+def _section_command(section: str, mode: str) -> str:
+    """:func:`run_command` of a numbered section (``"03_..."`` -> ``NOTEBOOKS=03``); all notebooks otherwise."""
+    return run_command(mode, section[:2] if section[:2].isdigit() else None)
+
+
+def provenance() -> dict:
+    """``{"commit": short hash or None, "dirty": bool}`` of the repository this package runs from.
+
+    ``dirty`` is true when tracked files differ from the commit or untracked files exist (outside
+    ``.gitignore``). Outside a git checkout (an installed wheel) or without git: ``None`` / false.
+    """
+    if not ((_REPO / ".git").exists() and (_REPO / "pyproject.toml").exists()):
+        return {"commit": None, "dirty": False}
+    try:
+        git = ["git", "-C", str(_REPO)]
+        commit = subprocess.run(git + ["rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=30, check=True).stdout.strip()
+        status = subprocess.run(git + ["status", "--porcelain"], capture_output=True, text=True,
+                                timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": False}
+    return {"commit": commit or None, "dirty": bool(status.strip())}
+
+
+def _converted(old: dict) -> dict:
+    """The flat format (``sections`` + ``modes: {section: mode}``) as one part per mode.
+
+    Runs are not known for converted sections: their ``recorded`` and ``commit`` are ``None``.
+    """
+    new: dict = {"updated": old.get("updated"), "modes": {}}
+    for name, body in old.get("sections", {}).items():
+        mode = old.get("modes", {}).get(name, "unknown")
+        part = new["modes"].setdefault(mode, {"sections": {}, "runs": {}})
+        part["sections"][name] = body
+        part["runs"][name] = {"recorded": None, "command": _section_command(name, mode), "commit": None, "dirty": None}
+    return new
+
+
 def load_summary(path: Path | None = None) -> dict:
-    """The current summary (empty structure when none was written yet)."""
+    """The current summary, ``{"updated": ..., "modes": {mode: {"sections": ..., "runs": ...}}}``
+    (``{"modes": {}}`` when none was written yet; the earlier flat format converted)."""
     path = path or reports_dir() / "summary.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    return {"sections": {}}
+    if not path.exists():
+        return {"modes": {}}
+    summary = json.loads(path.read_text())
+    if "sections" in summary:
+        return _converted(summary)
+    summary.setdefault("modes", {})
+    return summary
 
 
-def record(section: str, values: dict, *, path: Path | None = None) -> Path:
-    """Merge ``values`` into ``summary.json`` under ``section`` (nested dicts merge; others replace).
+def section(name: str, *, mode: str | None = None, path: Path | None = None) -> dict:
+    """The figures recorded under section ``name`` in ``mode`` (default: the current mode); ``{}`` if none."""
+    from lepton_nb.settings import mode as current_mode
 
-    A section last recorded in another mode (smoke, default, full) starts afresh: its figures
-    never mix with those of another mode.
+    part = load_summary(path)["modes"].get(mode or current_mode(), {})
+    return part.get("sections", {}).get(name, {})
+
+
+def record(section: str, values: dict, *, headline: dict[str, float] | None = None, command: str | None = None,
+           path: Path | None = None) -> Path:
+    """Merge ``values`` into ``summary.json`` under the current mode's ``section``.
+
+    Nested dicts merge and other values replace, so a notebook may record in several calls. The
+    section's run (date-time, command, commit and whether the checkout had changes) is replaced
+    on every call; so is its headline.
+
+    Args:
+        section: e.g. ``"03_differential_privacy"``.
+        values: the figures (dataclasses, arrays and numpy scalars are converted).
+        headline: the notebook's key figures as a flat ``{label: number}``, e.g.
+            ``{"DP-SGD test accuracy % (epsilon 2.99, delta 1e-5)": 79.5}``; each becomes a row of
+            the README's results table. A label says what the number is and under which settings.
+        command: the command that reproduces the section (default: ``make run NOTEBOOKS=<its number>``
+            with the mode's flag, see :func:`run_command`).
+        path: the summary file (default: ``reports/summary.json``).
     """
     from lepton_nb.settings import mode
 
     path = path or reports_dir() / "summary.json"
     summary = load_summary(path)
     current = mode()
-    if summary.get("modes", {}).get(section, current) != current:
-        summary.get("sections", {}).pop(section, None)
+    if headline is not None:
+        bad = {k: v for k, v in headline.items()
+               if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))}
+        if bad:
+            raise TypeError(f"headline of {section!r} must map labels to numbers; not numbers: {bad}")
 
     def merge(dst: dict, src: dict) -> None:
         for k, v in src.items():
@@ -87,18 +186,30 @@ def record(section: str, values: dict, *, path: Path | None = None) -> Path:
             else:
                 dst[k] = v
 
-    merge(summary.setdefault("sections", {}).setdefault(section, {}), jsonable(values))
-    summary["updated"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    summary.setdefault("modes", {})[section] = current
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, sort_keys=False))
-    os.replace(tmp, path)
+    part = summary["modes"].setdefault(current, {})
+    body = part.setdefault("sections", {}).setdefault(section, {})
+    merge(body, jsonable(values))
+    if headline is not None:
+        body["headline"] = jsonable(dict(headline))
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    part.setdefault("runs", {})[section] = {"recorded": now, "command": command or _section_command(section, current),
+                                            **provenance()}
+    summary["updated"] = now
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(summary, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
-def record_models(section: str, results: dict[str, dict], **more) -> Path:
+def record_models(section: str, results: dict[str, dict], *, headline: dict[str, float] | None = None,
+                  **more) -> Path:
     """Record ``{model name: figures}`` (e.g. :meth:`TrainResult.summary`) under ``section/models``."""
-    return record(section, {"models": results, **more})
+    return record(section, {"models": results, **more}, headline=headline)
 
 
 def _fmt(v: Any) -> str:
@@ -109,12 +220,17 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (np.floating, np.integer)):
         v = v.item()
     if isinstance(v, float):
-        if v != 0 and abs(v) < 0.01:  # e.g. a DP delta of 1e-05
+        if v != 0 and abs(v) < 0.1:  # two significant digits: a DP delta of 1e-05, a time ratio of 0.017
             return f"{v:.2g}"
         return f"{v:,.2f}" if abs(v) < 1e6 else f"{v:.3g}"
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
     return str(v)
+
+
+def _cell(v: Any) -> str:
+    """``_fmt`` made safe inside a Markdown table cell."""
+    return _fmt(v).replace("|", "\\|").replace("\n", " ")
 
 
 def _models_table(models: dict[str, dict], first: str | None = "model") -> list[str]:
@@ -126,8 +242,47 @@ def _models_table(models: dict[str, dict], first: str | None = "model") -> list[
     lines = ["| " + " | ".join(([first] if named else []) + [t for _, t in cols]) + " |",
              "|---" * (len(cols) + named) + "|"]
     for name, figures in models.items():
-        lines.append("| " + " | ".join(([name] if named else []) + [_fmt(figures.get(k, "")) for k, _ in cols]) + " |")
+        lines.append("| " + " | ".join(([_cell(name)] if named else []) + [_cell(figures.get(k, "")) for k, _ in cols])
+                     + " |")
     return lines
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """Nested dicts as one level, keys joined by a space (``{"threshold": {"auc": x}}`` -> ``"threshold auc"``)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k} "))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _pairs_table(pairs: dict, first: str, second: str = "value") -> list[str]:
+    return [f"| {first} | {second} |", "|---|---|"] + [f"| {_cell(k)} | {_cell(v)} |" for k, v in pairs.items()]
+
+
+def _render(key: str, value: Any, first: str | None = None) -> list[str]:
+    """One recorded value as Markdown: a table for a dict of dicts, a dict of scalars or a list of
+    dicts (nested dicts flattened into columns), inline for a scalar or a list of scalars."""
+    if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        table_lines = _models_table({k: _flat(v) for k, v in value.items()}, first=first or key)
+    elif isinstance(value, dict) and value:
+        table_lines = _pairs_table(_flat(value), key)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        table_lines = _models_table({str(i): _flat(v) for i, v in enumerate(value, 1)}, first=None)
+    else:
+        return [f"- {key}: {_fmt(value)}"]
+    return ["", f"**{key}**", ""] + table_lines + [""]
+
+
+def _run_line(run: dict) -> str:
+    if not run:
+        return "Run not recorded."
+    when = run.get("recorded") or "at an unrecorded time"
+    commit = run.get("commit")
+    at = f"commit `{commit}`" + (" with uncommitted changes" if run.get("dirty") else "") if commit else "no commit recorded"
+    return f"Recorded {when} by `{run.get('command', '?')}`, {at}."
 
 
 class Summary(dict):
@@ -159,23 +314,90 @@ def table(rows: dict[str, dict], *, first: str = "") -> Table:
 
 
 def write_markdown(path: Path | None = None) -> Path:
-    """Render summary.json as summary.md: one section per notebook, a table of its models."""
+    """Render summary.json as summary.md: every mode, a section per notebook with its run (date,
+    command, commit), its headline, its models and every other value as a table or inline."""
     summary = load_summary(path)
     out = (path or reports_dir() / "summary.json").with_suffix(".md")
-    lines = ["# lepton_nb summary", "", f"Updated {summary.get('updated', 'never')}.", ""]
-    for section, body in summary.get("sections", {}).items():
-        lines += [f"## {section} ({summary.get('modes', {}).get(section, '?')} mode)", ""]
-        if "models" in body:
-            lines += _models_table(body["models"]) + [""]
-        for key, value in body.items():
-            if key == "models":
-                continue
-            if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-                lines += [f"**{key}**", ""] + _models_table(value, first=key) + [""]
-            elif isinstance(value, (dict, list)):
-                lines.append(f"- {key}: `{json.dumps(value)}`")
-            else:
-                lines.append(f"- {key}: {_fmt(value)}")
-        lines.append("")
-    out.write_text("\n".join(lines))
+    lines = ["# lepton_nb summary", "", f"Updated {summary.get('updated') or 'never'}. Each section holds the "
+             "figures of the last run of that notebook in that mode.", ""]
+    for mode in _ordered_modes(summary["modes"]):
+        part = summary["modes"][mode]
+        lines += [f"## {mode} mode", ""]
+        for name, body in part.get("sections", {}).items():
+            lines += [f"### {name} ({mode} mode)", "", _run_line(part.get("runs", {}).get(name, {})), ""]
+            if body.get("headline"):
+                lines += ["**headline**", ""] + _pairs_table(body["headline"], "figure") + [""]
+            if "models" in body:
+                lines += _render("models", body["models"], first="model")
+            for key, value in body.items():
+                if key not in ("headline", "models"):
+                    lines += _render(key, value)
+            lines.append("")
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip("\n") + "\n"
+    out.write_text(text)
     return out
+
+
+def _bench_rows(root: Path) -> list[dict]:
+    """One row per ratio of every ``bench/*.json``, with the script that reproduces it."""
+    rows = []
+    for p in sorted((root / "bench").glob("*.json")):
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        name = data.get("name", p.stem)
+        full = bool(data.get("config", {}).get("full"))
+        script, flags = _BENCH_SCRIPTS.get(name, (f"bench_{name}.py", ""))
+        command = data.get("command") or f"python benchmarks/{script}{flags}" + (" --full" if full else "")
+        when = data.get("recorded") or _dt.datetime.fromtimestamp(p.stat().st_mtime, _dt.timezone.utc).isoformat()
+        for key, value in data.get("ratios", {}).items():
+            rows.append({"notebook": f"bench_{name}", "figure": f"{key} (time ratio)", "value": value,
+                         "mode": "full" if full else "default", "measured": when[:10], "command": command})
+    return rows
+
+
+#: Benchmark outputs not named after their script: name -> (script, flags).
+_BENCH_SCRIPTS = {"federated_overhead": ("bench_federated.py", " --overhead-only")}
+
+
+def results_rows(root: Path | None = None) -> list[dict]:
+    """Every headline figure of every section and mode in ``root/summary.json``, then every ratio of
+    ``root/bench/*.json``: dicts with notebook, figure, value, mode, measured (date) and command."""
+    root = Path(root) if root is not None else reports_dir()
+    summary = load_summary(root / "summary.json")
+    rows = []
+    for mode in _ordered_modes(summary["modes"]):
+        part = summary["modes"][mode]
+        for name in sorted(part.get("sections", {})):
+            run = part.get("runs", {}).get(name, {})
+            for label, value in (part["sections"][name].get("headline") or {}).items():
+                rows.append({"notebook": name, "figure": label, "value": value, "mode": mode,
+                             "measured": (run.get("recorded") or "unknown")[:10],
+                             "command": run.get("command") or _section_command(name, mode)})
+    return rows + _bench_rows(root)
+
+
+def results_table(rows: list[dict]) -> str:
+    """``rows`` of :func:`results_rows` as a Markdown table (a header alone when there are none)."""
+    lines = ["| notebook | figure | value | mode | measured | command to reproduce |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {_cell(r['notebook'])} | {_cell(r['figure'])} | {_cell(r['value'])} | {r['mode']} | "
+                     f"{r['measured']} | `{r['command']}` |")
+    return "\n".join(lines)
+
+
+def replace_results_block(text: str, block: str) -> str:
+    """``text`` with what lies between :data:`RESULTS_BEGIN` and :data:`RESULTS_END` replaced by ``block``.
+
+    Raises:
+        ValueError: when the markers are missing, repeated or out of order.
+    """
+    begin, end = text.count(RESULTS_BEGIN), text.count(RESULTS_END)
+    if begin != 1 or end != 1 or text.index(RESULTS_BEGIN) > text.index(RESULTS_END):
+        raise ValueError(f"expected one {RESULTS_BEGIN} followed by one {RESULTS_END} "
+                         f"(found {begin} and {end})")
+    head, rest = text.split(RESULTS_BEGIN)
+    _, tail = rest.split(RESULTS_END)
+    return f"{head}{RESULTS_BEGIN}\n{block.strip()}\n{RESULTS_END}{tail}"
+

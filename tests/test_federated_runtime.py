@@ -95,7 +95,7 @@ def test_script_in_a_pipeline_ends_and_leaves_no_worker(script):
     proc = _python(script=SCRIPT.format(tail="") if script == "computations" else RUN)
     try:
         # Reading stdout/stderr to EOF: a worker that inherited the pipes would block this
-        # until the timeout (TFF's default context does: STACK.md).
+        # until the timeout (TFF's default context does: docs/stack.md).
         out, err = proc.communicate(timeout=180)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)

@@ -4,7 +4,7 @@ TensorFlow Federated 0.87 executes every computation in a C++ ``worker_binary`` 
 reached over gRPC. Its default context (installed by ``import tensorflow_federated``) starts that
 process lazily with the parent's stdout/stderr, stops it only from a ``__del__`` that may never
 run, and nothing ties it to the parent's life: after Python exits the worker can keep running and
-keep the inherited pipes open, so ``python script.py | tail`` or a CI step hangs (STACK.md).
+keep the inherited pipes open, so ``python script.py | tail`` or a CI step hangs (docs/stack.md).
 
 This module replaces that context before any computation runs:
 

@@ -1,8 +1,10 @@
 """The stock path: tensorflow-privacy 0.9.0's DP-Keras optimizers, with their traps handled up front.
 
 ``DPKerasAdamOptimizer`` / ``DPKerasSGDOptimizer`` (Abadi et al. 2016) compute the Jacobian of the
-per-microbatch losses and clip each microbatch's gradient in a ``while_loop``: correct, but about
-as slow as one backward pass per example (STACK.md measured about 36x plain Keras). Their traps:
+per-microbatch losses and clip each microbatch's gradient in a ``while_loop``: correct, but each
+step costs about one backward pass per microbatch instead of one per batch, so with one example per
+microbatch a step is tens of times slower than a plain Keras step (``benchmarks/bench_dp.py``
+measures the ratio on your machine). Their traps:
 
 - the loss must be per example (``reduction=NONE``); a reduced loss silently trains with one
   microbatch, i.e. without per-example clipping;
@@ -13,8 +15,10 @@ as slow as one backward pass per example (STACK.md measured about 36x plain Kera
 - the noisy sum is divided by ``num_microbatches`` (the realised batch), which is why the stock
   path is used with fixed batches ("shuffle" sampling) only;
 - the Jacobian runs every microbatch's loss back through the whole batch, so memory grows with
-  batch x microbatches x activations: 18.5 GB for the DP CNN at batch 256 here, where the kernel
-  was OOM-killed. :func:`check_stock_memory` refuses such settings before training.
+  batch x microbatches x activations, i.e. with the batch squared at one example per microbatch
+  (for the DP CNN at batch 256, :func:`stock_memory_bytes` estimates about 16 GB): settings that
+  need more than the machine has get the kernel OOM-killed mid-epoch. :func:`check_stock_memory`
+  refuses them before training.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ def check_batches(num_examples: int, batch_size: int, num_microbatches: int | No
 def stock_memory_bytes(model: tf.keras.Model, batch_size: int, num_microbatches: int) -> int:
     """Estimated peak memory of one stock step: float32 activations of every layer, per example,
     x batch x microbatches (the Jacobian's parallel-for keeps one copy of the batch's activations
-    per microbatch). Measured here: 16.5 GB estimated, 18.5 GB seen, for the DP CNN at 256 x 256."""
+    per microbatch). A lower bound of what TensorFlow allocates: gradients and temporaries come on
+    top, so treat it as the order of magnitude (the DP CNN: 62,762 activations per example, about
+    16.5 GB at batch 256 x 256 microbatches)."""
     per_example = 0
     for layer in model.layers:
         if isinstance(layer, tf.keras.layers.InputLayer):
