@@ -11,7 +11,8 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["SEED_CLAIM", "compare_with_claim", "top_confusions", "confusion_matrix", "per_class_table", "report"]
+__all__ = ["SEED_CLAIM", "compare_with_claim", "confusion_matrix", "per_class_table", "report", "right_and_wrong",
+           "top_confusions"]
 
 #: The seed article's claimed figures for its 2x128 MLP on "medical images", in percent.
 SEED_CLAIM = {"accuracy": 96.5, "recall_macro": 94.2, "f1_macro": 95.7}
@@ -118,3 +119,40 @@ def top_confusions(rep: dict, k: int = 3) -> list[tuple[str, str, int]]:
     np.fill_diagonal(off, 0)
     order = np.argsort(off, axis=None)[::-1][:k]
     return [(names[i], names[j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, cm.shape)) if off[i, j] > 0]
+
+
+def right_and_wrong(y_true: Sequence[int], y_pred: Sequence[int], k: int, *, seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of up to ``k`` right and ``k`` wrong predictions, spread over the true classes.
+
+    Classes are visited in a seeded random order, one example each per pass, so the picks cover
+    as many classes as possible rather than the most frequent one.
+
+    Args:
+        y_true, y_pred: class indices (N,).
+        k: how many of each kind.
+
+    Returns:
+        ``(right, wrong)``: int arrays of at most ``k`` indices each (fewer when the model makes
+        fewer errors, or is right fewer times).
+
+    Raises:
+        ValueError: mismatched lengths or ``k < 1``.
+    """
+    t, p = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    if len(t) != len(p):
+        raise ValueError(f"y_true has {len(t)} labels but y_pred has {len(p)}")
+    if k < 1:
+        raise ValueError(f"k={k}: pick at least one example of each kind")
+    rng = np.random.default_rng(seed)
+
+    def spread(mask: np.ndarray) -> np.ndarray:
+        pools = {c: list(rng.permutation(np.flatnonzero(mask & (t == c)))) for c in rng.permutation(np.unique(t))}
+        out: list[int] = []
+        while len(out) < k and any(pools.values()):
+            for c, pool in pools.items():
+                if pool and len(out) < k:
+                    out.append(int(pool.pop()))
+        return np.asarray(out, dtype=np.int64)
+
+    return spread(t == p), spread(t != p)

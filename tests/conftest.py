@@ -6,8 +6,27 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+#: What some tests need from the machine (Debian packages); .ci/run installs both.
+FASHION_MNIST_IDX = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def require(path: Path, what: str) -> None:
+    """Skip the calling test when ``path`` is missing, but fail it under ``CI=true``.
+
+    CI installs every machine dependency (.ci/run), so there a missing one is a broken set-up that
+    must not turn tests into silent skips.
+    """
+    if path.exists():
+        return
+    if os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}:
+        pytest.fail(f"{path} is missing: {what} (CI=true, where .ci/run installs it, so this is a failure)")
+    pytest.skip(f"{path} is missing: {what}")
 
 
 @pytest.fixture(autouse=True)

@@ -22,17 +22,14 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM, require
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "05_interpretability.ipynb"
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update"]
 
-pytestmark = [
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium; .ci/run does)"),
-    pytest.mark.timeout(900),
-]
+pytestmark = [pytest.mark.timeout(900)]
 
 # Hash of what an <img>'s src points at (blob: URLs change on every update, contents may not).
 IMG_DIGEST = """async (img) => {
@@ -59,6 +56,7 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90)
 @pytest.fixture()
 def lab(tmp_path):
     """A JupyterLab server on 127.0.0.1 serving a copy of notebook 05; yields (url, token)."""
+    require(CHROMIUM, "apt-get install chromium (the browser this test drives)")
     import portpicker
     import psutil
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import lepton_nb as ln
+from conftest import FASHION_MNIST_IDX, require
 from lepton_nb.data import DataError
 from lepton_nb.settings import Augmentation, DataConfig
 
@@ -23,9 +24,8 @@ def test_bundled_sample_is_6000_4000_stratified(sample):
 
 
 def test_bundled_sample_matches_the_original_idx_files(sample):
-    src = Path("/usr/share/datasets/fashion-mnist")
-    if not (src / "train-images-idx3-ubyte.gz").exists():
-        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    require(FASHION_MNIST_IDX, "apt-get install dataset-fashion-mnist")
+    src = FASHION_MNIST_IDX.parent
     with np.load(ln.data.BUNDLED_SAMPLE) as z:
         idx = z["index_train"]
     originals = ln.data.read_idx(src / "train-images-idx3-ubyte.gz")
@@ -128,7 +128,7 @@ def test_not_an_npz_file(tmp_path):
 
 def _write_idx_folder(folder: Path, x_train, y_train, x_test, y_test):
     folder.mkdir(parents=True, exist_ok=True)
-    for stem, arr in zip(ln.data.IDX_FILES.values(), (x_train, y_train, x_test, y_test)):
+    for stem, arr in zip(ln.data.loading.IDX_FILES.values(), (x_train, y_train, x_test, y_test)):
         header = b"\x00\x00\x08" + bytes([arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
         (folder / f"{stem}.gz").write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes()))
     return folder
@@ -162,9 +162,8 @@ def test_missing_idx_file_is_named(tmp_path):
         ln.data.load("fashion-mnist", full=True, path=folder)
 
 
-@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
-                    reason="Debian's dataset-fashion-mnist is not installed")
 def test_full_fashion_mnist_from_debian():
+    require(FASHION_MNIST_IDX, "apt-get install dataset-fashion-mnist")
     ds = ln.data.load("fashion-mnist", full=True)
     assert len(ds.y_train) == 60_000 and len(ds.y_test) == 10_000
     assert (ds.class_counts("train") == 6000).all()
@@ -258,10 +257,10 @@ def _medmnist_npz(path, *, n_train=60, n_test=30, classes=4, seed=0):
     return path
 
 
-def test_load_data_reads_a_medmnist_npz_and_subsets_it(tmp_path):
+def test_from_config_reads_a_medmnist_npz_and_subsets_it(tmp_path):
     path = _medmnist_npz(tmp_path / "toymnist.npz")
-    cfg = cs.get_config("default", path=str(path))
-    ds = cs.load_data(cfg.data)
+    cfg = DataConfig(dataset="toymnist", path=str(path))
+    ds = ln.data.from_config(cfg)
     assert ds.name == "toymnist" and ds.num_classes == 4 and len(ds.y_train) == 60
     assert ds.x_val is not None and len(ds.y_val) == 20  # MedMNIST's own validation split is kept
     assert ds.x_train.dtype == np.float32 and 0 <= ds.x_train.min() and ds.x_train.max() <= 1
@@ -270,12 +269,11 @@ def test_load_data_reads_a_medmnist_npz_and_subsets_it(tmp_path):
     assert np.bincount(small.y_train).tolist() == [5, 5, 5, 5]  # stratified
 
 
-def test_load_data_default_is_the_bundled_sample_and_missing_files_are_named(tmp_path):
-    ds = cs.load_data(cs.get_config("smoke").data)
+def test_from_config_default_is_the_bundled_sample_and_missing_files_are_named(tmp_path):
+    ds = ln.data.from_config(DataConfig(max_train=600, max_test=300))
     assert ds.name == "fashion-mnist-sample" and len(ds.y_train) == 600
-    missing = tmp_path / "nowhere.npz"
     with pytest.raises(ln.data.DataError, match="nowhere.npz"):
-        cs.load_data(cs.get_config("smoke", path=str(missing)).data)
+        ln.data.from_config(DataConfig(dataset="nowhere", path=str(tmp_path / "nowhere.npz")))
 
 
 def test_augmentation_drops_the_flip_where_mirroring_changes_meaning(tiny, tmp_path):
@@ -298,3 +296,13 @@ def test_augmented_examples_are_changed_copies_of_each_class(tiny):
     # the same images without augmentation differ from the augmented ones
     x0, _ = ln.data.augmented_examples(tiny, Augmentation(rotation=0.0, shift=0.0), per_class=3, seed=1)
     assert np.abs(x - x0).mean() > 0.01
+
+
+def test_a_missing_machine_dependency_skips_locally_but_fails_under_ci(monkeypatch, tmp_path):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        require(tmp_path / "absent", "apt-get install it")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install it"):
+        require(tmp_path / "absent", "apt-get install it")
+    require(tmp_path, "an existing path passes")

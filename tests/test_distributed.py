@@ -162,7 +162,7 @@ class FakeTPU:
     ({}, "local", "local", False),
 ])
 def test_tpu_path_resolves_connects_and_initialises_once(clean_env, monkeypatch, env, tpu, resolved, connects):
-    monkeypatch.setattr(ln.distributed, "_TPU_INITIALISED", {})
+    monkeypatch.setattr(ln.distributed.strategies, "_TPU_INITIALISED", {})
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     fake = FakeTPU()
@@ -176,12 +176,12 @@ def test_tpu_path_resolves_connects_and_initialises_once(clean_env, monkeypatch,
 
 
 def test_tpu_resolver_failure_names_the_fix(clean_env, monkeypatch):
-    monkeypatch.setattr(ln.distributed, "_TPU_INITIALISED", {})
+    monkeypatch.setattr(ln.distributed.strategies, "_TPU_INITIALISED", {})
 
     def fail(tpu):
         raise ValueError("Please provide a TPU Name to connect to.")
 
-    with pytest.raises(StrategyError, match="could not be resolved.*Change runtime type > TPU"):
+    with pytest.raises(StrategyError, match="could not be resolved.*Cloud TPU VM .* tpu='local'"):
         ln.distributed.strategy("tpu", tpu="nope", tpu_backend=TPUBackend(resolver=fail))
 
 

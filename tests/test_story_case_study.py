@@ -70,7 +70,7 @@ def test_dp_needs_a_stated_epsilon_and_paths_must_be_npz():
 
 def test_parameters_cell_does_not_start_tensorflow():
     """The notebook splits the CPU in the cell after the parameters: nothing before may import TF."""
-    code = ("import sys, lepton_nb as ln, lepton_nb.case_study as cs; cs.get_config('default'); "
+    code = ("import sys, lepton_nb as ln; from lepton_nb.stories import nb06_case_study as cs; cs.get_config('default'); "
             "print(sorted(m for m in ('tensorflow', 'tensorflow_federated', 'tensorflow_privacy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]"
@@ -85,7 +85,7 @@ def test_right_and_wrong_are_what_they_say_and_spread_over_classes():
     pred = y.copy()
     flip = rng.choice(len(y), 30, replace=False)
     pred[flip] = (pred[flip] + 1) % 5
-    right, wrong = cs.right_and_wrong(y, pred, 5, seed=3)
+    right, wrong = ln.metrics.right_and_wrong(y, pred, 5, seed=3)
     assert len(right) == len(wrong) == 5
     assert (y[right] == pred[right]).all() and (y[wrong] != pred[wrong]).all()
     assert len(set(y[right].tolist())) == 5  # one per class before any class repeats
@@ -95,12 +95,12 @@ def test_right_and_wrong_are_what_they_say_and_spread_over_classes():
 def test_right_and_wrong_with_few_errors_and_bad_input():
     y = np.array([0, 1, 2, 0, 1, 2])
     pred = np.array([0, 1, 2, 0, 1, 0])
-    right, wrong = cs.right_and_wrong(y, pred, 4)
+    right, wrong = ln.metrics.right_and_wrong(y, pred, 4)
     assert len(right) == 4 and wrong.tolist() == [5]
     with pytest.raises(ValueError, match="labels"):
-        cs.right_and_wrong(y, pred[:3], 2)
+        ln.metrics.right_and_wrong(y, pred[:3], 2)
     with pytest.raises(ValueError, match="k=0"):
-        cs.right_and_wrong(y, pred, 0)
+        ln.metrics.right_and_wrong(y, pred, 0)
     assert cs.titles([0, 5], y, pred, ["a", "b", "c"]) == ["right: a", "wrong: c\n(pred. a)"]
 
 
@@ -182,7 +182,7 @@ def test_recorded_rows_fill_the_summary_table_with_epsilon(tmp_path):
     for name, cells in lines.items():  # every figure filled
         for col in ("accuracy %", "macro recall %", "macro F1 %"):
             assert cells[cols.index(col)] != ""
-    assert json.loads(path.read_text())["sections"][cs.SECTION]["models"]["DP"]["privacy unit"] == "one image"
+    assert ln.reports.section(cs.SECTION, path=path)["models"]["DP"]["privacy unit"] == "one image"
 
 
 def test_quality_failures():
@@ -205,7 +205,7 @@ def test_quality_failures():
 
 def test_federated_hospitals_refuses_impossible_splits_before_any_round(tiny):
     cfg = cs.get_config("smoke")
-    with pytest.raises(ValueError, match="hospitals"):
+    with pytest.raises(ValueError, match="200 clients of at least 5 examples need more than the 600"):
         cs.federated_hospitals(tiny, replace(cfg.fedavg, num_clients=200, clients_per_round=2), cfg.fed_model,
                                alpha=0.5, min_size=5)
 

@@ -1,8 +1,8 @@
 """Data: loaders with validation, splits, tf.data pipelines and augmentation, client partitions.
 
 - :mod:`~lepton_nb.data.loading`: :func:`load` (the bundled sample, the full Fashion-MNIST,
-  MedMNIST flags), :func:`load_npz`, :func:`from_config`, the :class:`Dataset` they return and
-  the checks behind :class:`DataError`;
+  MedMNIST flags), :func:`load_npz`, :func:`from_config` and the :class:`Dataset` they return;
+- :mod:`~lepton_nb.data.checks`: the checks on arrays and files behind :class:`DataError`;
 - :mod:`~lepton_nb.data.splits`: :func:`stratified_subset`, :func:`split_validation`,
   :func:`partition` over simulated clients (IID, Dirichlet, label shards);
 - :mod:`~lepton_nb.data.pipelines`: :func:`pipeline`, :func:`epoch_indexed_pipeline`,
@@ -13,10 +13,10 @@ Importing this package imports numpy only; the pipelines import TensorFlow when 
 
 from __future__ import annotations
 
+from lepton_nb.data.checks import DataError, sha256_file, validate_arrays
 from lepton_nb.data.loading import (
     BUNDLED_SAMPLE,
     FASHION_MNIST_CLASSES,
-    DataError,
     Dataset,
     from_config,
     load,
@@ -24,8 +24,6 @@ from lepton_nb.data.loading import (
     load_medmnist,
     load_npz,
     read_idx,
-    sha256_file,
-    validate_arrays,
 )
 from lepton_nb.data.pipelines import augmentation_for, augmented_examples, augmenter, epoch_indexed_pipeline, pipeline
 from lepton_nb.data.splits import partition, split_validation, stratified_subset

@@ -5,9 +5,10 @@
 chosen and why. ``kind="auto"`` tries, in order:
 
 1. **TPU** (``TPUStrategy`` via ``TPUClusterResolver``): an explicit ``tpu=`` name or address,
-   ``COLAB_TPU_ADDR`` (older Colab TPU nodes, ``grpc://<addr>``), ``TPU_NAME`` (a named TPU seen
-   from a cloud VM), or a TPU attached to this VM (``/dev/accel*``, ``/dev/vfio``,
-   ``TPU_ACCELERATOR_TYPE``: ``tpu="local"``, as on Colab TPU VMs). The TPU system is
+   ``COLAB_TPU_ADDR`` (the retired Colab TPU nodes, ``grpc://<addr>``), ``TPU_NAME`` (a named TPU
+   seen from a cloud VM), or a TPU attached to this VM (``/dev/accel*``, ``/dev/vfio``,
+   ``TPU_ACCELERATOR_TYPE``: ``tpu="local"``, as on a Cloud TPU VM with a TensorFlow 2.14 image;
+   Colab's TPU runtimes no longer carry TensorFlow). The TPU system is
    initialised once per process. **Untested on a real TPU**: the tests drive this path through an
    injected :class:`TPUBackend`.
 2. **several GPUs**: ``MirroredStrategy`` over all of them (NCCL all-reduce).
@@ -251,7 +252,7 @@ def _tpu_strategy(tpu: str, backend: TPUBackend) -> tf.distribute.Strategy:
         resolver = backend.resolver(tpu)
     except (ValueError, RuntimeError, ImportError) as err:
         raise StrategyError(f"TPU {tpu!r} could not be resolved ({type(err).__name__}: {err}); check the TPU "
-                            "name/address, or on Colab choose Runtime > Change runtime type > TPU") from None
+                            "name/address; on a Cloud TPU VM (TensorFlow 2.14 image) pass tpu='local'") from None
     if tpu not in _TPU_INITIALISED:  # initialising twice wipes the TPU's memory: once per process
         if tpu != "local":
             backend.connect(resolver)
@@ -317,8 +318,8 @@ def _choose(kind: str, cpu_replicas: int | None, tpu: str | None,
         if address is not None:
             return _tpu_strategy(address, backend), why, "tpu"
         if kind == "tpu":
-            raise StrategyError(f"kind='tpu' but {why}; on Colab choose Runtime > Change runtime type > TPU, "
-                                "or pass tpu='<name or grpc://address>'")
+            raise StrategyError(f"kind='tpu' but {why}; run on a Cloud TPU VM with a TensorFlow 2.14 image "
+                                "(tpu='local'), or pass tpu='<name or grpc://address>' of a TPU this VM reaches")
     if kind in ("auto", "gpu"):
         gpus = tf.config.list_physical_devices("GPU")
         if len(gpus) >= 2 or (kind == "gpu" and gpus):

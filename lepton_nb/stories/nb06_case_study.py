@@ -12,12 +12,17 @@ The case study runs one data set through every part of lepton_nb and ends with o
 - FedAvg (McMahan et al. 2017) over simulated hospitals holding non-IID data (Dirichlet split,
   Hsu et al. 2019), and DP-FedAvg (McMahan et al. 2018) with user-level (hospital-level) epsilon
   (:func:`federated_hospitals`, on :class:`lepton_nb.federated.simulation.Simulation`);
-- Grad-CAM (Selvaraju et al. 2017) on right and wrong predictions (:func:`right_and_wrong`);
+- Grad-CAM (Selvaraju et al. 2017) on right and wrong predictions
+  (:func:`lepton_nb.metrics.right_and_wrong`);
 - the final comparison beside the seed article's claim (:func:`row`, :func:`comparison_table`,
   :func:`claim_markdown`, :func:`quality_failures`).
 
 Importing this module imports neither TensorFlow nor TFF: the notebook's parameters cell stays
 light, so a CPU split for the distribution strategy can still happen in the next cell.
+
+At about 470 lines this is the longest story module, because the case study joins every
+capability: its settings (one block per capability), the federated hospitals and the claim table
+are used by this notebook only, and splitting them would scatter one story over several files.
 """
 
 from __future__ import annotations
@@ -60,7 +65,6 @@ __all__ = [
     "federated_hospitals",
     "get_config",
     "quality_failures",
-    "right_and_wrong",
     "row",
     "summary_rows",
     "titles",
@@ -313,43 +317,6 @@ def federated_hospitals(ds: "Dataset", fed: FedAvgConfig, model: CNNConfig, *, a
 
 
 # ------------------------------------------------------------------------------------- explain
-
-
-def right_and_wrong(y_true: Sequence[int], y_pred: Sequence[int], k: int, *, seed: int = 0
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of up to ``k`` right and ``k`` wrong predictions, spread over the true classes.
-
-    Classes are visited in a seeded random order, one example each per pass, so the picks cover
-    as many classes as possible rather than the most frequent one.
-
-    Args:
-        y_true, y_pred: class indices (N,).
-        k: how many of each kind.
-
-    Returns:
-        ``(right, wrong)``: int arrays of at most ``k`` indices each (fewer when the model makes
-        fewer errors, or is right fewer times).
-
-    Raises:
-        ValueError: mismatched lengths or ``k < 1``.
-    """
-    t, p = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
-    if len(t) != len(p):
-        raise ValueError(f"y_true has {len(t)} labels but y_pred has {len(p)}")
-    if k < 1:
-        raise ValueError(f"k={k}: pick at least one example of each kind")
-    rng = np.random.default_rng(seed)
-
-    def spread(mask: np.ndarray) -> np.ndarray:
-        pools = {c: list(rng.permutation(np.flatnonzero(mask & (t == c)))) for c in rng.permutation(np.unique(t))}
-        out: list[int] = []
-        while len(out) < k and any(pools.values()):
-            for c, pool in pools.items():
-                if pool and len(out) < k:
-                    out.append(int(pool.pop()))
-        return np.asarray(out, dtype=np.int64)
-
-    return spread(t == p), spread(t != p)
 
 
 def titles(indices: Sequence[int], y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]
