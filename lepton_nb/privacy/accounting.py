@@ -46,7 +46,7 @@ __all__ = [
 
 #: PLD discretization of the loss values. dp_accounting's default is 1e-4; 1e-3 is 5-10x faster
 #: and still a valid upper bound (the PLD accountant rounds pessimistically); it moves epsilon by
-#: about 0.1 % here (e.g. 2.2650 -> 2.2710 for N=60k, B=256, 40 epochs, sigma 1).
+#: about 0.1 % (for example 2.2650 -> 2.2710 for N=60k, B=256, 40 epochs, sigma 1).
 PLD_DISCRETIZATION = 1e-3
 
 
