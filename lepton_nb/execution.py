@@ -126,8 +126,8 @@ class KernelDeath:
             how = f"exited with status {rc}"
         else:
             how = "ended for a reason not known (no return code)"
-        memory = (f"peak kernel memory {_bytes(self.peak)}, {_bytes(self.available_at_start)} available "
-                  "when it started")
+        peak = f"peaked at {_bytes(self.peak)} or more" if self.peak else "peak not measured"
+        memory = f"kernel memory {peak}, {_bytes(self.available_at_start)} available when it started"
         counted = {None: "the system's out-of-memory kill count could not be read",
                    0: "the system counted no out-of-memory kill meanwhile"}.get(
             self.oom_kills, f"the system counted {self.oom_kills} out-of-memory kill(s) meanwhile")

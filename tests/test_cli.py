@@ -217,7 +217,7 @@ def test_a_killed_kernel_is_named_with_its_cell_signal_and_memory(notebooks, tmp
     line = _error_line(stderr)
     assert line.startswith("error: 02_second.ipynb: the kernel died while running code cell 2 "
                            "('block = np.ones(200 * 2**20 // 8)  # 200 MiB, written'), ended by signal SIGKILL; ")
-    peak = re.search(r"peak kernel memory ([\d.]+) (MiB|GiB), ([\d.]+) (MiB|GiB) available when it started", line)
+    peak = re.search(r"kernel memory peaked at ([\d.]+) (MiB|GiB) or more, ([\d.]+) (MiB|GiB) available when it started", line)
     assert peak, line
     assert float(peak[1]) * (1024 if peak[2] == "GiB" else 1) >= 200  # the 200 MiB block was seen
     assert "likely killed for lack of memory" in line or "not likely for lack of memory" in line
