@@ -150,17 +150,23 @@ def run(args: argparse.Namespace) -> int:
     status = 0
     for i, nb_path in enumerate(notebooks, 1):
         _check_summary(summary_path)
+        aside = set(out_root.glob("summary.json.unreadable-*"))
         print(f"[{i}/{len(notebooks)}] {nb_path.name} ...", end=" ", flush=True)
         started = time.perf_counter()
         try:
             seconds = execute_notebook(nb_path, out_root / "notebooks", timeout=timeout)
         except RuntimeError as err:
+            line = " ".join(reports.plain_text(str(err)).splitlines())
             print("FAILED", flush=True)
-            print(f"error: {err}\n  partly executed copy: {out_root / 'notebooks' / nb_path.name}; "
+            print(f"error: {line}\n  partly executed copy: {out_root / 'notebooks' / nb_path.name}; "
                   "reports of the notebooks before it are kept", file=sys.stderr)
-            record(nb_path.stem, status="failed", seconds=round(time.perf_counter() - started, 1), error=str(err))
+            record(nb_path.stem, status="failed", seconds=round(time.perf_counter() - started, 1), error=line)
             status = 1
             break
+        finally:  # moved aside by the notebook's own record() in its kernel: say so here too
+            for moved in sorted(set(out_root.glob("summary.json.unreadable-*")) - aside):
+                print(f"\nwarning: {nb_path.name} found {summary_path} unreadable and moved it aside to {moved} "
+                      "(its warning is in the executed notebook)", file=sys.stderr, flush=True)
         print(f"done in {seconds:.0f} s", flush=True)
         record(nb_path.stem, seconds=round(seconds, 1))
         reports.write_markdown(summary_path)

@@ -176,7 +176,7 @@ class KernelWatch:
         self.first_line = (cell.source.splitlines() or [""])[0] if cell is not None else ""
 
     def _peak_now(self, pid: int) -> int | None:
-        hwm = _read_int(f"/proc/{pid}/status", "VmHWM")  # the kernel's own peak, exact between polls
+        hwm = _read_int(f"/proc/{pid}/status", "VmHWM")  # the peak resident memory so far (Linux)
         if hwm is not None:
             return hwm
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -136,8 +137,16 @@ def read_or_set_aside(path: Path, *, warn: bool = True) -> tuple[dict | None, st
     message = (f"{path} {found}; moved it aside to {target} and started a fresh summary "
                "(what the old file held is still in it; the figures of this run are recorded anew)")
     if warn:
-        warnings.warn(message, SummaryWarning, stacklevel=3)
+        warnings.warn(message, SummaryWarning, stacklevel=_outside_level())
     return None, message
+
+
+def _outside_level() -> int:
+    """The ``stacklevel`` of the first caller outside lepton_nb (e.g. the notebook cell calling ``record``)."""
+    package, frame, level = str(Path(__file__).resolve().parent), sys._getframe(1), 1
+    while frame.f_back is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def write_atomic(path: Path, text: str) -> Path:

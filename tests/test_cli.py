@@ -179,10 +179,12 @@ def test_an_unreadable_summary_is_moved_aside_and_costs_no_run(tmp_path):
     proc = _run(d, reports, "--smoke")
     assert proc.returncode == 0, proc.stderr
     warning = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
-    assert len(warning) == 1 and warning[0].startswith(f"warning: {summary} is not valid JSON (")
+    assert len(warning) == 2 and warning[0].startswith(f"warning: {summary} is not valid JSON (")
     aside = sorted(reports.glob("summary.json.unreadable-*"))
     assert len(aside) == 2  # one moved by the job at its start, one by the notebook's record_models
     assert f"moved it aside to {aside[0]} and started a fresh summary" in warning[0]
+    assert warning[1] == (f"warning: 01_damages.ipynb found {summary} unreadable and moved it aside to {aside[1]} "
+                          "(its warning is in the executed notebook)")
     assert {p.read_bytes() for p in aside} == {b'{"broken": ', b"\xff\xfe not UTF-8"}  # nothing deleted
     outputs = nbformat.read(reports / "notebooks" / "01_damages.ipynb", as_version=4).cells[2].outputs
     shown = "".join(o.get("text", "") for o in outputs)

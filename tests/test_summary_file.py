@@ -45,6 +45,7 @@ def test_record_moves_an_unreadable_summary_aside_and_records(tmp_path, smoke, c
     aside = list(tmp_path.glob("summary.json.unreadable-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == content  # kept byte for byte
     assert str(caught[0].message).startswith(f"{path} {problem}") and str(aside[0]) in str(caught[0].message)
+    assert caught[0].filename == __file__  # the warning points at the caller's line, not into lepton_nb
     assert json.loads(path.read_text())["modes"]["smoke"]["sections"] == {"02_y": {"ran": True}}
 
 
