@@ -115,7 +115,8 @@ class KernelDeath:
 
     def message(self) -> str:
         """One line: the notebook, the cell, the signal or exit status, the memory and the likely cause with its fix."""
-        where = f"while running code cell {self.cell} ({self.first_line!r})" if self.cell > 0 else "before its first cell"
+        where = (f"while running code cell {self.cell} ({self.first_line!r})" if self.cell > 0
+                 else "before its first cell")
         rc = self.returncode
         if rc is not None and rc < 0:
             try:

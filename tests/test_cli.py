@@ -219,7 +219,8 @@ def test_a_killed_kernel_is_named_with_its_cell_signal_and_memory(notebooks, tmp
     line = _error_line(stderr)
     assert line.startswith("error: 02_second.ipynb: the kernel died while running code cell 2 "
                            "('block = np.ones(200 * 2**20 // 8)  # 200 MiB, written'), ended by signal SIGKILL; ")
-    peak = re.search(r"kernel memory peaked at ([\d.]+) (MiB|GiB) or more, ([\d.]+) (MiB|GiB) available when it started", line)
+    peak = re.search(r"kernel memory peaked at ([\d.]+) (MiB|GiB) or more, ([\d.]+) (MiB|GiB) available when it "
+                     r"started", line)
     assert peak, line
     assert float(peak[1]) * (1024 if peak[2] == "GiB" else 1) >= 200  # the 200 MiB block was seen
     assert "likely killed for lack of memory" in line or "not likely for lack of memory" in line
@@ -236,7 +237,8 @@ def test_resume_skips_a_finished_notebook_and_reruns_a_failed_one(tmp_path):
     d.mkdir()
     marker = tmp_path / "input-ready"
     _notebook(d / "01_first.ipynb", "import lepton_nb as ln", "ln.reports.record('01_first', {'ran': True})")
-    _notebook(d / "02_second.ipynb", "import lepton_nb as ln", f"open({str(marker)!r}).close()  # fails until it exists",
+    _notebook(d / "02_second.ipynb", "import lepton_nb as ln",
+              f"open({str(marker)!r}).close()  # fails until it exists",
               "ln.reports.record('02_second', {'ran': True})")
     _notebook(d / "03_third.ipynb", "import lepton_nb as ln", "ln.reports.record('03_third', {'ran': True})")
     reports = tmp_path / "reports"
@@ -267,7 +269,8 @@ def test_resume_skips_a_finished_notebook_and_reruns_a_failed_one(tmp_path):
     assert third.returncode == 0, third.stderr
     assert "resume: running 03_third.ipynb: the code changed since its last run" in third.stdout
     assert "[1/1] 03_third.ipynb ... done" in third.stdout
-    assert json.loads((reports / "summary.json").read_text())["modes"]["smoke"]["sections"]["03_third"]["ran"] == "again"
+    sections = json.loads((reports / "summary.json").read_text())["modes"]["smoke"]["sections"]
+    assert sections["03_third"]["ran"] == "again"
 
 
 def test_resume_plan_is_per_mode_and_per_code(tmp_path):
