@@ -1,5 +1,6 @@
 # The README's commands. Each creates .venv from requirements/lock.txt when it is missing.
-#   make run [SMOKE=1 | FULL=1] [NOTEBOOKS=01,03]   the main job: notebooks -> reports/
+#   make run [SMOKE=1 | FULL=1] [NOTEBOOKS=01,03] [RESUME=1]   the main job: notebooks -> reports/
+#                                                   (RESUME=1: skip the notebooks already finished with the same code)
 #   make test                                       unit tests + every notebook in smoke mode
 #   make lab                                        JupyterLab with the lepton_nb kernel
 #   make bench                                      benchmarks -> reports/bench/*.json
@@ -15,6 +16,7 @@ PYTHON311 := $(shell for p in python3.11 python3; do \
 
 MODE_FLAG := $(if $(filter 1,$(SMOKE)),--smoke,$(if $(filter 1,$(FULL)),--full,))
 NB_FLAG := $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS),)
+RESUME_FLAG := $(if $(filter 1,$(RESUME)),--resume,)
 
 .PHONY: run test lab bench venv check-env clean-reports
 
@@ -36,7 +38,7 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m lepton_nb run $(MODE_FLAG) $(NB_FLAG)
+	$(PY) -m lepton_nb run $(MODE_FLAG) $(NB_FLAG) $(RESUME_FLAG)
 
 # Unit tests, then every notebook executed in smoke mode as `make run` executes it (tests/test_notebooks.py).
 test: $(STAMP)

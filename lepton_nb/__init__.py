@@ -21,6 +21,7 @@ _SUBMODULES = (
     "data",
     "distributed",
     "explain",
+    "execution",
     "export",
     "federated",
     "metrics",
@@ -31,6 +32,7 @@ _SUBMODULES = (
     "reports",
     "settings",
     "stories",
+    "summary_file",
     "training",
 )
 

@@ -2,8 +2,12 @@
 
 ``run`` executes the numbered notebooks in order, headless, each in a fresh kernel, writing
 ``reports/notebooks/<name>.ipynb`` and ``.html``, the figures the notebooks save and
-``reports/summary.json`` / ``summary.md``. A failing notebook stops the job with the notebook and
-cell named; the reports already written stay.
+``reports/summary.json`` / ``summary.md``. A failing notebook stops the job with one plain line
+naming the notebook and the cell (and, for a kernel that died, the signal and the memory; see
+:mod:`lepton_nb.execution`); the reports already written stay. An unreadable summary.json is moved
+aside with a warning when the job starts and before each notebook (:mod:`lepton_nb.summary_file`).
+``--resume`` skips the notebooks whose last run in this mode finished with the same code
+(:func:`code_identity`) and runs the others.
 
 ``results`` prints every headline figure of ``reports/summary.json`` (every section, every mode)
 and every benchmark ratio of ``reports/bench/*.json`` as one Markdown table, each row with the
@@ -17,13 +21,18 @@ equal to ``notebooks/colab_setup.py``, no outputs, no execution counts (``--chec
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import hashlib
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from lepton_nb.execution import execute_notebook
+
 REPO = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent
 NOTEBOOKS = REPO / "notebooks"
 BENCHMARKS = REPO / "benchmarks"
 
@@ -42,59 +51,58 @@ def find_notebooks(selection: str | None = None, folder: Path = NOTEBOOKS) -> li
     return chosen
 
 
-def _failed_cell(nb) -> tuple[int, str]:
-    """Index and first source line of the first code cell with an error output."""
-    code_index = 0
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        code_index += 1
-        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
-            return code_index, (cell.source.splitlines() or [""])[0]
-    return -1, ""
+def _package_digest() -> bytes:
+    """SHA-256 over every ``lepton_nb/**/*.py`` (relative path and content), in path order."""
+    h = hashlib.sha256()
+    for p in sorted(PACKAGE.rglob("*.py")):
+        h.update(p.relative_to(PACKAGE).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.digest()
 
 
-def execute_notebook(path: Path, out_dir: Path, *, timeout: int | None) -> float:
-    """Execute ``path`` in a fresh kernel, write the executed copy and its HTML; returns seconds.
+def code_identity(notebook: Path, provenance: dict, package_digest: bytes) -> str:
+    """What a notebook's run depends on, as a string that changes when that code changes.
 
-    Raises:
-        RuntimeError: naming the notebook and the failing cell, or the cells that show a figure
-            only as text (:func:`lepton_nb.notebook_checks.figure_problems`); the executed copy
-            is still written.
+    ``"commit <hash>"`` for a notebook inside a git checkout without uncommitted changes
+    (``provenance`` from :func:`lepton_nb.reports.provenance`); otherwise ``"sha256 <16 hex> of
+    <notebook> and lepton_nb/"`` over the notebook file and the package (``package_digest`` from
+    :func:`_package_digest`).
     """
-    import nbformat
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError
-    from nbconvert import HTMLExporter
+    inside = notebook.resolve().is_relative_to(REPO)
+    if inside and provenance.get("commit") and not provenance.get("dirty"):
+        return f"commit {provenance['commit']}"
+    digest = hashlib.sha256(package_digest + notebook.read_bytes()).hexdigest()[:16]
+    return f"sha256 {digest} of {notebook.name} and lepton_nb/"
 
-    from lepton_nb.notebook_checks import figure_problems
 
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
-    t0 = time.perf_counter()
-    error = None
-    try:
-        client.execute()
-    except (CellExecutionError, CellTimeoutError) as err:
-        error = err
-    finally:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, out_dir / path.name)
-        try:
-            html, _ = HTMLExporter().from_notebook_node(nb)
-            (out_dir / path.with_suffix(".html").name).write_text(html)
-        except Exception as err:  # noqa: BLE001 - a rendering problem must not hide the result
-            print(f"   (HTML export of {path.name} failed: {err})", file=sys.stderr)
-    if error is not None:
-        idx, first = _failed_cell(nb)
-        where = f"code cell {idx} ({first!r})" if idx > 0 else "a cell"
-        last = str(error).strip().splitlines()[-1][:300] if str(error).strip() else type(error).__name__
-        raise RuntimeError(f"{path.name} failed in {where}: {last}")
-    problems = figure_problems(nb)
-    if problems:
-        raise RuntimeError(f"{path.name}: " + "; ".join(problems))
-    return time.perf_counter() - t0
+def resume_plan(notebooks: list[Path], summary: dict, mode: str,
+                identities: dict[str, str]) -> list[tuple[Path, bool, str]]:
+    """For each notebook: ``(path, skip, why)``. A notebook is skipped when the main job's last record
+    of it in ``mode`` (``summary["modes"][mode]["sections"]["main_job"]["notebooks"][stem]``) finished
+    ok with the same code identity (``identities[stem]``, see :func:`code_identity`)."""
+    done = summary["modes"].get(mode, {}).get("sections", {}).get("main_job", {}).get("notebooks", {})
+    plan = []
+    for nb in notebooks:
+        last, now = done.get(nb.stem), identities[nb.stem]
+        if not isinstance(last, dict):
+            plan.append((nb, False, f"no run of it recorded in {mode} mode"))
+        elif last.get("status") != "ok":
+            plan.append((nb, False, f"its last run in {mode} mode {last.get('status', 'did not finish')}"))
+        elif last.get("code") != now:
+            plan.append((nb, False, f"the code changed since its last run ({last.get('code') or 'not recorded'}, "
+                                    f"now {now})"))
+        else:
+            plan.append((nb, True, f"finished in {mode} mode at {last.get('finished') or 'an unrecorded time'} "
+                                   f"with the same code ({now})"))
+    return plan
+
+
+def _check_summary(path: Path) -> None:
+    """Move an unreadable summary aside, saying so on stderr."""
+    from lepton_nb import summary_file
+
+    message = summary_file.read_or_set_aside(path, warn=False)[1]
+    if message:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,27 +127,52 @@ def run(args: argparse.Namespace) -> int:
         return 2
     timeout = args.timeout if args.timeout > 0 else None
     job = reports.run_command(mode(), args.notebooks)
+    summary_path = out_root / "summary.json"
+    _check_summary(summary_path)
+    prov, package = reports.provenance(), _package_digest()
+    identities = {nb.stem: code_identity(nb, prov, package) for nb in notebooks}
     print(f"lepton_nb run: {len(notebooks)} notebook(s), {mode()} mode, reports in {out_root}", flush=True)
+    if args.resume:
+        plan = resume_plan(notebooks, reports.load_summary(summary_path), mode(), identities)
+        for nb, skip, why in plan:
+            print(f"resume: {'skipping' if skip else 'running'} {nb.name}: {why}", flush=True)
+        notebooks = [nb for nb, skip, _ in plan if not skip]
+        if not notebooks:
+            print("resume: every selected notebook has finished with this code; nothing to run", flush=True)
+
+    def record(stem: str, **entry) -> None:
+        _check_summary(summary_path)
+        finished = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        entry = {"status": "ok", "error": "", **entry, "code": identities[stem], "finished": finished}
+        reports.record("main_job", {"notebooks": {stem: entry}}, command=job)
+
     total = time.perf_counter()
     status = 0
     for i, nb_path in enumerate(notebooks, 1):
+        _check_summary(summary_path)
+        aside = set(out_root.glob("summary.json.unreadable-*"))
         print(f"[{i}/{len(notebooks)}] {nb_path.name} ...", end=" ", flush=True)
+        started = time.perf_counter()
         try:
             seconds = execute_notebook(nb_path, out_root / "notebooks", timeout=timeout)
         except RuntimeError as err:
+            line = " ".join(reports.plain_text(str(err)).splitlines())
             print("FAILED", flush=True)
-            print(f"error: {err}\n  partly executed copy: {out_root / 'notebooks' / nb_path.name}; "
+            print(f"error: {line}\n  partly executed copy: {out_root / 'notebooks' / nb_path.name}; "
                   "reports of the notebooks before it are kept", file=sys.stderr)
-            reports.record("main_job", {"notebooks": {nb_path.stem: {"status": "failed", "error": str(err)}}},
-                           command=job)
+            record(nb_path.stem, status="failed", seconds=round(time.perf_counter() - started, 1), error=line)
             status = 1
             break
+        finally:  # moved aside by the notebook's own record() in its kernel: say so here too
+            for moved in sorted(set(out_root.glob("summary.json.unreadable-*")) - aside):
+                print(f"\nwarning: {nb_path.name} found {summary_path} unreadable and moved it aside to {moved} "
+                      "(its warning is in the executed notebook)", file=sys.stderr, flush=True)
         print(f"done in {seconds:.0f} s", flush=True)
-        reports.record("main_job", {"notebooks": {nb_path.stem: {"status": "ok", "seconds": round(seconds, 1)}}},
-                       command=job)
-        reports.write_markdown()
+        record(nb_path.stem, seconds=round(seconds, 1))
+        reports.write_markdown(summary_path)
+    _check_summary(summary_path)
     reports.record("main_job", {"total_seconds": round(time.perf_counter() - total, 1)}, command=job)
-    md = reports.write_markdown()
+    md = reports.write_markdown(summary_path)
     print(f"{'stopped' if status else 'finished'} after {time.perf_counter() - total:.0f} s; summary: {md}")
     return status
 
@@ -162,7 +195,11 @@ def results(args: argparse.Namespace) -> int:
     from lepton_nb import reports
 
     root = Path(args.reports) if args.reports else reports.reports_dir()
-    rows = reports.results_rows(root)
+    try:
+        rows = reports.results_rows(root)
+    except ValueError as err:  # lepton_nb.summary_file.SummaryError: an unreadable summary.json
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     body = reports.results_table(rows)
     print(body)
     if not rows:
@@ -206,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("--notebook-dir", default=str(NOTEBOOKS), help="folder of the numbered notebooks")
     p_run.add_argument("--reports", help="output folder (default: reports/ or $LEPTON_NB_REPORTS)")
     p_run.add_argument("--timeout", type=int, default=3600, help="seconds per cell, 0 for none")
+    p_run.add_argument("--resume", action="store_true",
+                       help="skip the notebooks whose last run in this mode finished with the same code "
+                            "(commit, or a hash of the notebook and lepton_nb/); run the others")
     p_run.set_defaults(func=run)
     p_bench = sub.add_parser("bench", help="run the benchmarks into reports/bench/")
     p_bench.add_argument("--full", action="store_true")

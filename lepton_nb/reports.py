@@ -16,8 +16,13 @@ file instead of overwriting each other::
                "full": {...}}}
 
 The JSON is updated by read-merge-write through a temporary file and an atomic rename, so a crash
-never leaves it half-written and earlier sections are never lost. A summary.json in the earlier
-flat format (top-level ``"sections"`` and ``"modes": {section: mode}``) is converted on read.
+never leaves it half-written and earlier sections are never lost. An unreadable summary.json (not
+JSON, not UTF-8, another structure) never costs a run: :func:`record` moves it aside with a warning
+and starts a fresh one (:mod:`lepton_nb.summary_file`). A summary.json in the earlier flat format
+(top-level ``"sections"`` and ``"modes": {section: mode}``) is converted on read.
+
+(A little over 400 lines: recording, summary.md and the results table share the format and the
+number formatting; the file handling itself lives in :mod:`lepton_nb.summary_file`.)
 """
 
 from __future__ import annotations
@@ -28,15 +33,16 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["RESULTS_BEGIN", "RESULTS_END", "Summary", "Table", "figure_path", "jsonable", "load_summary", "provenance",
-           "record", "record_models", "replace_results_block", "reports_dir", "results_rows", "results_table",
-           "run_command", "section", "table", "write_markdown"]
+from lepton_nb import summary_file
+
+__all__ = ["RESULTS_BEGIN", "RESULTS_END", "Summary", "Table", "figure_path", "jsonable", "load_summary", "plain_text",
+           "provenance", "record", "record_models", "replace_results_block", "reports_dir", "results_rows",
+           "results_table", "run_command", "section", "table", "write_markdown"]
 
 _REPO = Path(__file__).resolve().parent.parent
 MODEL_COLUMNS = (("accuracy", "accuracy %"), ("recall_macro", "macro recall %"), ("f1_macro", "macro F1 %"),
@@ -129,13 +135,22 @@ def _converted(old: dict) -> dict:
     return new
 
 
-def load_summary(path: Path | None = None) -> dict:
+def load_summary(path: Path | None = None, *, set_aside_unreadable: bool = False) -> dict:
     """The current summary, ``{"updated": ..., "modes": {mode: {"sections": ..., "runs": ...}}}``
-    (``{"modes": {}}`` when none was written yet; the earlier flat format converted)."""
+    (``{"modes": {}}`` when none was written yet; the earlier flat format converted).
+
+    Args:
+        path: the summary file (default: ``reports/summary.json``).
+        set_aside_unreadable: move an unreadable file aside with a ``SummaryWarning`` and return an
+            empty summary, as :func:`record` does so that no run is lost to a damaged file.
+
+    Raises:
+        lepton_nb.summary_file.SummaryError: the file is unreadable (named, with the fix).
+    """
     path = path or reports_dir() / "summary.json"
-    if not path.exists():
+    summary = summary_file.read_or_set_aside(path)[0] if set_aside_unreadable else summary_file.read(path)
+    if summary is None:
         return {"modes": {}}
-    summary = json.loads(path.read_text())
     if "sections" in summary:
         return _converted(summary)
     summary.setdefault("modes", {})
@@ -146,7 +161,7 @@ def section(name: str, *, mode: str | None = None, path: Path | None = None) -> 
     """The figures recorded under section ``name`` in ``mode`` (default: the current mode); ``{}`` if none."""
     from lepton_nb.settings import mode as current_mode
 
-    part = load_summary(path)["modes"].get(mode or current_mode(), {})
+    part = load_summary(path, set_aside_unreadable=True)["modes"].get(mode or current_mode(), {})
     return part.get("sections", {}).get(name, {})
 
 
@@ -156,7 +171,8 @@ def record(section: str, values: dict, *, headline: dict[str, float] | None = No
 
     Nested dicts merge and other values replace, so a notebook may record in several calls. The
     section's run (date-time, command, commit and whether the checkout had changes) is replaced
-    on every call; so is its headline.
+    on every call; so is its headline. An unreadable summary file is moved aside with a
+    :class:`~lepton_nb.summary_file.SummaryWarning` naming it, and the figures go into a fresh one.
 
     Args:
         section: e.g. ``"03_differential_privacy"``.
@@ -171,7 +187,7 @@ def record(section: str, values: dict, *, headline: dict[str, float] | None = No
     from lepton_nb.settings import mode
 
     path = path or reports_dir() / "summary.json"
-    summary = load_summary(path)
+    summary = load_summary(path, set_aside_unreadable=True)
     current = mode()
     if headline is not None:
         bad = {k: v for k, v in headline.items()
@@ -195,21 +211,22 @@ def record(section: str, values: dict, *, headline: dict[str, float] | None = No
     part.setdefault("runs", {})[section] = {"recorded": now, "command": command or _section_command(section, current),
                                             **provenance()}
     summary["updated"] = now
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return summary_file.write_atomic(path, json.dumps(summary, indent=2))
 
 
 def record_models(section: str, results: dict[str, dict], *, headline: dict[str, float] | None = None,
                   **more) -> Path:
     """Record ``{model name: figures}`` (e.g. :meth:`TrainResult.summary`) under ``section/models``."""
     return record(section, {"models": results, **more}, headline=headline)
+
+
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def plain_text(text: str) -> str:
+    """``text`` without terminal escape sequences (ANSI colours, OSC links) or other control
+    characters (newlines and tabs kept): what IPython's coloured tracebacks become in a log line."""
+    return _ESCAPES.sub("", text)
 
 
 def _fmt(v: Any) -> str:
@@ -225,7 +242,7 @@ def _fmt(v: Any) -> str:
         return f"{v:,.2f}" if abs(v) < 1e6 else f"{v:.3g}"
     if isinstance(v, int) and not isinstance(v, bool):
         return f"{v:,}"
-    return str(v)
+    return plain_text(str(v))
 
 
 def _cell(v: Any) -> str:
@@ -316,8 +333,9 @@ def table(rows: dict[str, dict], *, first: str = "") -> Table:
 def write_markdown(path: Path | None = None) -> Path:
     """Render summary.json as summary.md: every mode, a section per notebook with its run (date,
     command, commit), its headline, its models and every other value as a table or inline."""
-    summary = load_summary(path)
-    out = (path or reports_dir() / "summary.json").with_suffix(".md")
+    path = path or reports_dir() / "summary.json"
+    summary = load_summary(path, set_aside_unreadable=True)
+    out = path.with_suffix(".md")
     lines = ["# lepton_nb summary", "", f"Updated {summary.get('updated') or 'never'}. Each section holds the "
              "figures of the last run of that notebook in that mode.", ""]
     for mode in _ordered_modes(summary["modes"]):
@@ -334,8 +352,7 @@ def write_markdown(path: Path | None = None) -> Path:
                     lines += _render(key, value)
             lines.append("")
     text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).rstrip("\n") + "\n"
-    out.write_text(text)
-    return out
+    return summary_file.write_atomic(out, text)
 
 
 def _bench_rows(root: Path) -> list[dict]:

@@ -187,3 +187,15 @@ def test_the_results_block_is_replaced_and_nothing_else():
     for broken in ("no markers", "<!-- results:end -->\n<!-- results:begin -->", text + text):
         with pytest.raises(ValueError, match="results:begin"):
             ln.reports.replace_results_block(broken, "x")
+
+
+def test_plain_text_drops_terminal_escapes_and_summary_md_never_shows_them(tmp_path, default_mode):
+    coloured = "\x1b[0;31mDataError\x1b[0m: bad \x1b]8;;file:///x\x07link\x1b]8;;\x07 \x1b[1;32mok\x1b[39;49m\ttab\nline"
+    assert ln.reports.plain_text(coloured) == "DataError: bad link ok\ttab\nline"
+    assert ln.reports.plain_text("plain: 1 | 2") == "plain: 1 | 2"  # control: nothing else changes
+    path = tmp_path / "summary.json"  # an error recorded by an older version, colours and all
+    ln.reports.record("main_job", {"notebooks": {"01_x": {"status": "failed", "error": coloured}}}, path=path)
+    kept = json.loads(path.read_text())["modes"]["default"]["sections"]["main_job"]["notebooks"]["01_x"]["error"]
+    assert kept == coloured  # the JSON keeps the record as it was; only the rendering is plain
+    md = ln.reports.write_markdown(path).read_text()
+    assert "\x1b" not in md and "| 01_x | failed | DataError: bad link ok\ttab line |" in md
