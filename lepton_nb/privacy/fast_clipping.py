@@ -17,7 +17,8 @@ Training of Large CNNs with Differential Privacy") needs only:
    - Conv2D: with the input patches ``P_i`` (positions x k*k*C_in) the weight gradient is
      ``P_i^T g_i``. Its squared norm is computed either *directly* (the per-example kernel
      gradients: cost ``T*D*O`` per example, T positions, D = k*k*C_in, O filters; for one input
-     channel from a single depthwise filter-gradient op with the batch as channels) or as a
+     channel and no dilation from a single depthwise filter-gradient op with the batch as
+     channels) or as a
      *ghost* norm ``sum((P_i P_i^T) * (g_i g_i^T))`` (cost ``T^2 (D + O)``); the cheaper one is
      chosen per layer (Bu et al. 2022, "mixed ghost clipping"). Bias: ``|sum_t g_it|^2``.
    - GroupNormalization (axis -1): ``gamma`` gets ``sum_t xhat_it * g_it`` per channel, ``beta``
@@ -173,8 +174,8 @@ def conv2d_layer_computation(layer: tf.keras.layers.Conv2D, input_args: Sequence
     Returns ``(z, outputs, sqr_norm_fn)``: ``z`` (B, H', W', O) the pre-activation output watched
     on ``tape``, ``outputs`` the layer's output, and ``sqr_norm_fn(dL/dz) -> (B,)`` per-example
     squared norms of the kernel and bias gradients: direct (per-example kernel gradients from
-    input patches, or for one input channel from a depthwise filter gradient with the batch as
-    channels) or ghost (patch and output-gradient Gram matrices), whichever is cheaper.
+    input patches, or for one input channel without dilation from a depthwise filter gradient with
+    the batch as channels) or ghost (patch and output-gradient Gram matrices), whichever is cheaper.
     """
     _no_microbatches(num_microbatches)
     if input_kwargs:
@@ -195,14 +196,17 @@ def conv2d_layer_computation(layer: tf.keras.layers.Conv2D, input_args: Sequence
         return tf.reshape(p, [tf.shape(x)[0], t, d])
 
     per_example = None
-    if cin == 1:  # batch as channels: one depthwise filter gradient gives every example's kernel gradient
+    # Batch as channels: one depthwise filter gradient gives every example's kernel gradient. Only
+    # without dilation: TF's CPU DepthwiseConv2dNativeBackpropFilter ignores ``dilations`` (norms off
+    # by 0.96-1.30 with padding "same", a shape error with "valid"), so dilated layers take the patches.
+    if cin == 1 and (dh, dw) == (1, 1):
         def per_example(g: tf.Tensor) -> tf.Tensor:
             h, w = int(x.shape[1]), int(x.shape[2])
             xb = tf.reshape(tf.transpose(x, [3, 1, 2, 0]), [1, h, w, -1])  # (1, H, W, B)
             gb = tf.transpose(g, [1, 2, 0, 3])  # (H', W', B, O)
             gb = tf.reshape(gb, [1, int(g.shape[1]), int(g.shape[2]), -1])  # (1, H', W', B*O)
             f = tf.compat.v1.nn.depthwise_conv2d_native_backprop_filter(
-                xb, tf.stack([kh, kw, tf.shape(x)[0], o]), gb, [1, sh, sw, 1], padding, dilations=[1, dh, dw, 1])
+                xb, tf.stack([kh, kw, tf.shape(x)[0], o]), gb, [1, sh, sw, 1], padding)
             return tf.transpose(tf.reshape(f, [kh * kw, -1, o]), [1, 0, 2])  # (B, k*k, O)
 
     norms = _LinearNorms(patches, [kh, kw, cin, o], layer.use_bias, conv_norm_form(t, d, o), per_example)
