@@ -35,11 +35,13 @@ CNN 1.3x a plain gradient step with book-keeping, 2.1x with the second backward 
 
 The functions here follow tensorflow-privacy 0.9.0's layer-registry contract
 (``tensorflow_privacy.privacy.fast_gradient_clipping.layer_registry``), are inserted into its
-``LayerRegistry`` (our Dense function replaces its own, adding the book-keeping sum; its Embedding
-function is kept), and the model is traversed with its
-``gradient_clipping_utils.model_forward_pass``. The noise is tensorflow-privacy's own
-(``gradient_clipping_utils.add_aggregate_noise``, std ``noise_multiplier * C`` on the clipped sum,
-as its ``DPModel`` adds it), and the accounting is dp_accounting's
+``LayerRegistry`` (our Dense and Embedding functions replace its own, adding the book-keeping sum;
+its Embedding function needs a second backward pass), and the model is traversed with its
+``gradient_clipping_utils.model_forward_pass``. The noise has tensorflow-privacy's distribution
+(std ``noise_multiplier * C`` on the clipped sum, as ``gradient_clipping_utils.add_aggregate_noise``
+adds it) drawn in one op over all weights (:func:`noisy_mean`); weight regularization (data
+independent) is added unclipped after the noise, as tensorflow-privacy's ``DPModel`` does; losses
+computed from the data besides the per-example loss are refused. The accounting is dp_accounting's
 (:mod:`lepton_nb.privacy.accounting`).
 """
 
@@ -58,12 +60,16 @@ __all__ = [
     "conv_norm_form",
     "group_norm_layer_computation",
     "make_layer_registry",
+    "noisy_mean",
     "per_example_gradient_norms",
+    "weight_regularization_gradients",
 ]
 
 
 class DPModelError(ValueError):
     """A model cannot be trained with DP as it is; the message names the layer and the fix."""
+
+    ag_pass_through = True  # raised while a train step is traced: autograph re-raises it unchanged
 
 
 # ------------------------------------------------------------------------------ registry functions
@@ -142,7 +148,13 @@ def _linear_call(layer, x, tape: tf.GradientTape):
     finally:
         layer.activation = act
     tape.watch(z)
-    return z, (act(z) if act is not None else z)
+    if act is None:
+        return z, z
+    outputs = act(z)
+    mask = getattr(z, "_keras_mask", None)
+    if mask is not None:  # what the layer's own call would attach (Dense passes an upstream mask on)
+        outputs._keras_mask = mask
+    return z, outputs
 
 
 def dense_layer_computation(layer: tf.keras.layers.Dense, input_args: Sequence[Any],
@@ -254,6 +266,9 @@ def group_norm_layer_computation(layer: tf.keras.layers.GroupNormalization, inpu
     """
     _no_microbatches(num_microbatches)
     (x,) = input_args
+    if input_kwargs or getattr(x, "_keras_mask", None) is not None:
+        raise DPModelError(f"GroupNormalization {layer.name!r} receives a mask or keyword arguments: the fast path "
+                           "normalizes without masks; remove the mask upstream or use path='stock'")
     if not layer.built:
         layer.build(x.shape)
     xhat = _group_normalized(layer, x)
@@ -266,14 +281,66 @@ def group_norm_layer_computation(layer: tf.keras.layers.GroupNormalization, inpu
     return y, y, _GroupNormNorms(layer, xhat)
 
 
+class _EmbeddingNorms:
+    """Per-example norms and clipped sums of an Embedding's table from the output gradient.
+
+    Example i's table gradient has row v equal to ``sum_{t: id_it = v} g_it``: the rows are summed
+    per (example, id) pair (the segment sum of tensorflow-privacy's ``embedding_sqr_norm_fn``), so
+    repeated ids within an example are exact. The clipped sum scatters ``c_i g_it`` into row
+    ``id_it`` (a dense (V, D) tensor: the noise covers every row anyway).
+    """
+
+    def __init__(self, ids: tf.Tensor, input_dim: int):
+        self.ids, self.input_dim = ids, input_dim
+
+    def __call__(self, g: tf.Tensor) -> tf.Tensor:
+        b = tf.shape(g)[0]
+        d = int(g.shape[-1])
+        self._g = tf.reshape(g, [b, -1, d])  # (B, T, D)
+        ids = tf.reshape(tf.cast(self.ids, tf.int64), [b, -1])  # (B, T)
+        self._flat_ids = tf.reshape(ids, [-1])
+        rows = tf.repeat(tf.range(tf.cast(b, tf.int64)), tf.shape(ids, out_type=tf.int64)[1])
+        keys, pos = tf.unique(rows * self.input_dim + self._flat_ids)
+        rowsums = tf.math.unsorted_segment_sum(tf.reshape(self._g, [-1, d]), pos, tf.shape(keys)[0])
+        return tf.math.unsorted_segment_sum(tf.reduce_sum(tf.square(rowsums), axis=1), keys // self.input_dim, b)
+
+    def clipped_sum(self, c: tf.Tensor) -> list[tf.Tensor]:
+        d = int(self._g.shape[-1])
+        weighted = tf.reshape(self._g * tf.cast(c, self._g.dtype)[:, None, None], [-1, d])
+        return [tf.math.unsorted_segment_sum(weighted, self._flat_ids, self.input_dim)]
+
+
+def embedding_layer_computation(layer: tf.keras.layers.Embedding, input_args: Sequence[Any],
+                                input_kwargs: Mapping[str, Any], tape: tf.GradientTape, num_microbatches=None):
+    """tensorflow-privacy registry function for ``tf.keras.layers.Embedding`` (dense output).
+
+    The layer itself is called (so Keras attaches its mask, ``mask_zero``), its output watched;
+    per-example squared norms and the book-keeping clipped sum come from the output gradient and
+    the ids (:class:`_EmbeddingNorms`). Replaces tensorflow-privacy's function, which watches the
+    table itself and needs a second backward pass.
+    """
+    _no_microbatches(num_microbatches)
+    if input_kwargs:
+        raise NotImplementedError(f"Embedding {layer.name!r} called with keyword arguments {sorted(input_kwargs)}")
+    (ids,) = input_args
+    if isinstance(ids, (tf.SparseTensor, tf.RaggedTensor)):
+        raise DPModelError(f"Embedding {layer.name!r}: sparse or ragged ids are not supported on the fast path")
+    outputs = layer(ids)
+    tape.watch(outputs)
+    if ids.dtype not in (tf.int32, tf.int64):
+        ids = tf.cast(ids, tf.int32)  # as Keras' Embedding.call
+    return outputs, outputs, _EmbeddingNorms(ids, int(layer.input_dim))
+
+
 def make_layer_registry():
-    """tensorflow-privacy's registry: its Embedding function, and ours for Dense, Conv2D, GroupNormalization."""
+    """tensorflow-privacy's registry with our functions for Dense, Conv2D, GroupNormalization and Embedding."""
     from tensorflow_privacy.privacy.fast_gradient_clipping import layer_registry as lr
 
     registry = lr.make_default_layer_registry()
     registry.insert(tf.keras.layers.Dense, dense_layer_computation)
     registry.insert(tf.keras.layers.Conv2D, conv2d_layer_computation)
     registry.insert(tf.keras.layers.GroupNormalization, group_norm_layer_computation)
+    registry.insert(tf.keras.layers.Embedding, embedding_layer_computation)
     return registry
 
 
@@ -310,6 +377,16 @@ def check_dp_model(model: tf.keras.Model, *, fast: bool = True, registry=None) -
                 "ln.models.build_cnn(CNNConfig(norm='group', activation='tanh')).")
     if not fast:
         return
+    for layer in _walk(model):
+        if getattr(layer, "activity_regularizer", None) is not None:
+            raise DPModelError(
+                f"layer {layer.name!r} has an activity_regularizer: its loss depends on the batch's data and is not "
+                "clipped per example, so the fast path cannot cover it by the DP guarantee. Remove it (weight "
+                "regularizers such as kernel_regularizer are fine: they do not read the data)")
+        if type(layer).__name__ == "AddLoss" or getattr(layer, "_losses", None):
+            raise DPModelError(
+                f"layer {layer.name!r} adds a loss computed from the data (add_loss): the fast path clips only the "
+                "per-example training loss. Remove it, or make it a weight regularizer (a zero-argument callable)")
     from tensorflow_privacy.privacy.fast_gradient_clipping import gradient_clipping_utils as gcu
 
     if not gcu.has_internal_compute_graph(model):
@@ -333,6 +410,9 @@ def check_dp_model(model: tf.keras.Model, *, fast: bool = True, registry=None) -
                                    f"(got {layer.data_format}, groups={layer.groups}); use path='stock'")
         if isinstance(layer, tf.keras.layers.GroupNormalization) and layer.axis not in (-1, len(layer.input_shape) - 1):
             raise DPModelError(f"GroupNormalization {layer.name!r}: the fast path supports axis=-1 only")
+        if isinstance(layer, tf.keras.layers.Embedding) and getattr(layer, "sparse", False):
+            raise DPModelError(f"Embedding {layer.name!r}: sparse=True is not supported on the fast path; use the "
+                               "default sparse=False")
 
 
 # ---------------------------------------------------------------------------------- the clipping
@@ -353,6 +433,33 @@ def _generator_fn(tape: tf.GradientTape, registry):
         return outputs, (z, sqr_norm_fn, layer.trainable_weights)
 
     return generator_fn
+
+
+def _refuse_data_losses(model: tf.keras.Model) -> None:
+    """Raise if the forward pass added losses computed from the data (add_loss in a layer's call)."""
+    for layer in model._flatten_layers():  # pylint: disable=protected-access
+        if getattr(layer, "_eager_losses", None) or getattr(layer, "_losses", None):
+            raise DPModelError(
+                f"layer {layer.name!r} adds a loss computed from the data in its call (add_loss): the fast path "
+                "clips only the per-example training loss, so that loss would escape the DP guarantee. Remove it")
+
+
+def weight_regularization_gradients(model: tf.keras.Model) -> list[tf.Tensor] | None:
+    """Gradients of the model's weight regularization losses (``kernel_regularizer`` ...), or None.
+
+    These losses read the weights only, never the data, so their gradient needs neither clipping nor
+    noise and is added to the noisy mean gradient (as tensorflow-privacy's ``DPModel`` does).
+    """
+    variables = model.trainable_variables
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(variables)
+        losses = [f() for layer in model._flatten_layers()  # pylint: disable=protected-access
+                  for f in getattr(layer, "_callable_losses", ())]
+        losses = [loss for loss in losses if loss is not None]
+        if not losses:
+            return None
+        total = tf.add_n([tf.cast(loss, variables[0].dtype) for loss in losses])
+    return tape.gradient(total, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
 
 def _per_example_loss(y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
@@ -384,17 +491,21 @@ def clipped_gradient_sum(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor, l2_n
 
     registry = registry or make_layer_registry()
     variables = model.trainable_variables
-    with tf.GradientTape(persistent=not bookkeeping, watch_accessed_variables=False) as tape:
-        if not bookkeeping:
-            tape.watch(variables)
+    # Persistent, variables watched: a registry function without ``clipped_sum`` (or bookkeeping=False)
+    # needs the second backward pass on the same tape, and this is only known after the forward pass.
+    # In a tf.function neither costs anything at run time.
+    with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+        tape.watch(variables)
         logits, generated = gcu.model_forward_pass(model, x, generator_fn=_generator_fn(tape, registry))
         losses = loss_fn(y, logits)
+    _refuse_data_losses(model)
     generated = [g for g in generated if g is not None]
     bookkeeping = bookkeeping and all(hasattr(fn, "clipped_sum") for _, fn, _ in generated)
     z_grads = tape.gradient(losses, [z for z, _, _ in generated], unconnected_gradients=tf.UnconnectedGradients.ZERO)
     sq = tf.add_n([fn(g) for (_, fn, _), g in zip(generated, z_grads)])
     norms = tf.sqrt(tf.maximum(sq, 0))
-    clip = tf.cast(l2_norm_clip, norms.dtype)
+    # a Python float goes straight to the norms' dtype (tf.cast would round it through float32 first)
+    clip = tf.cast(l2_norm_clip, norms.dtype) if tf.is_tensor(l2_norm_clip) else tf.constant(l2_norm_clip, norms.dtype)
     weights = clip / tf.maximum(clip, norms)
     if bookkeeping:
         by_var = {}
@@ -412,6 +523,25 @@ def clipped_gradient_sum(model: tf.keras.Model, x: tf.Tensor, y: tf.Tensor, l2_n
     return grads, norms, logits, losses
 
 
+def noisy_mean(clipped_sums: Sequence[tf.Tensor], stddev, expected_batch_size: int) -> list[tf.Tensor]:
+    """``(sum_k + N(0, stddev^2 I)) / expected_batch_size`` for every tensor ``sum_k`` of the clipped sums.
+
+    One ``tf.random.normal`` draw over a flat vector of all the weights (in the gradients' dtype),
+    split back into the variables' shapes: the same distribution as a draw per variable
+    (tensorflow-privacy's ``add_aggregate_noise``), in one op. The draw follows TensorFlow's global
+    seed, as tensorflow-privacy's does.
+    """
+    dtype = clipped_sums[0].dtype
+    sizes = [g.shape.num_elements() for g in clipped_sums]  # variables: static shapes
+    noise = tf.random.normal([sum(sizes)], dtype=dtype)
+    scale = tf.cast(1.0 / expected_batch_size, dtype)
+    std = tf.cast(stddev, dtype) * scale
+    out = []
+    for g, z in zip(clipped_sums, tf.split(noise, sizes)):
+        out.append(tf.cast(g, dtype) * scale + tf.reshape(z, tf.shape(g)) * std)
+    return [tf.cast(o, g.dtype) for o, g in zip(out, clipped_sums)]
+
+
 def per_example_gradient_norms(model: tf.keras.Model, x, y, *, registry=None) -> tf.Tensor:
     """Per-example gradient norms (B,) of the cross-entropy, by the ghost-norm pass (no clipping)."""
     _, norms, _, _ = clipped_gradient_sum(model, tf.convert_to_tensor(x), tf.convert_to_tensor(y), 1.0,
@@ -426,9 +556,10 @@ class FastDPModel(tf.keras.Model):
     """DP-SGD with fast per-example clipping, wrapping a functional logits model.
 
     Each step: clipped gradient sum (:func:`clipped_gradient_sum`), plus Gaussian noise of std
-    ``noise_multiplier * l2_norm_clip`` (tensorflow-privacy's ``add_aggregate_noise``), divided by
+    ``noise_multiplier * l2_norm_clip`` (:func:`noisy_mean`), divided by
     the *expected* batch size (not the realised one, whose size would itself leak under Poisson
-    sampling), then any Keras optimizer (Adam here). Batches may vary in size.
+    sampling), plus the gradient of the weight regularization losses (they read no data), then any
+    Keras optimizer (Adam here). Batches may vary in size.
 
     Args:
         model: functional logits model (checked by :func:`check_dp_model`).
@@ -487,16 +618,15 @@ class FastDPModel(tf.keras.Model):
             return grads, norms, logits
 
         def empty():  # Poisson sampling can draw no example (probability (1 - q)^N): the sum is zero
-            k = self.inner.output_shape[-1]
-            return ([tf.zeros_like(v) for v in variables], tf.zeros([0], x.dtype), tf.zeros([0, k], x.dtype))
+            k, dtype = self.inner.output_shape[-1], self.inner.outputs[0].dtype  # x may hold int ids
+            return ([tf.zeros_like(v) for v in variables], tf.zeros([0], dtype), tf.zeros([0, k], dtype))
 
         grads, norms, logits = tf.cond(tf.shape(x)[0] > 0, clipped, empty)
-        from tensorflow_privacy.privacy.fast_gradient_clipping import gradient_clipping_utils as gcu
-
-        noised = gcu.add_aggregate_noise(
-            grads, self.expected_batch_size, self.l2_norm_clip, self.noise_multiplier, loss_reduction="sum")
-        scale = 1.0 / self.expected_batch_size
-        grads = [g * tf.cast(scale, g.dtype) for g in noised]
+        # (sum + N(0, (sigma C)^2)) / B, drawn as one flat normal vector over all weights
+        grads = noisy_mean(grads, self.noise_multiplier * self.l2_norm_clip, self.expected_batch_size)
+        regularization = weight_regularization_gradients(self.inner)
+        if regularization is not None:  # data-independent: added after the noise, unclipped
+            grads = [g + tf.cast(r, g.dtype) for g, r in zip(grads, regularization)]
         self.optimizer.apply_gradients(zip(grads, variables))
         self.compiled_loss(y, logits, regularization_losses=self.inner.losses)
         self.compiled_metrics.update_state(y, logits)

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["PATHS", "epoch_times", "ratios"]
+__all__ = ["PATHS", "epoch_times", "interleaved_ratios", "ratios"]
 
 PATHS = ("nonprivate", "fast", "stock", "fast_poisson")
 
@@ -38,11 +38,8 @@ def epoch_times(model_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.nda
         ``{path: {"warmup": s, "epochs": [s, ...], "median": s, "min": s, "max": s, "steps": k,
         "timed_steps": k', "images_per_s": r}}``, epoch times in seconds per full epoch.
     """
-    from lepton_nb.privacy.fast_clipping import FastDPModel
-    from lepton_nb.privacy.optimizers import check_batches, check_stock_memory, compile_stock, make_stock_optimizer
-    from lepton_nb.privacy.sampling import poisson_pipeline, shuffle_pipeline
-    from lepton_nb.training import EpochTimer, compile_model, set_seed
-    from lepton_nb.config import TrainConfig
+    from lepton_nb.privacy.optimizers import check_batches
+    from lepton_nb.training import EpochTimer
 
     if epochs < 2:
         raise ValueError(f"epochs={epochs}: need a warm-up epoch and at least one timed epoch")
@@ -52,35 +49,119 @@ def epoch_times(model_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.nda
     check_batches(len(x), batch_size, None)
     out = {}
     for path in paths:
-        set_seed(seed)
-        model = model_fn()
-        if path == "poisson" or path == "fast_poisson":
-            ds, steps = poisson_pipeline(x, y, batch_size, seed=seed)
-        else:
-            ds, steps = shuffle_pipeline(x, y, batch_size, seed=seed)
-        if path == "nonprivate":
-            trainer = compile_model(model, TrainConfig(learning_rate=learning_rate))
-        elif path in ("fast", "fast_poisson"):
-            trainer = FastDPModel(model, l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier,
-                                  expected_batch_size=batch_size)
-            trainer.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
-                            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                            metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
-        else:
-            check_stock_memory(model, batch_size, batch_size)
-            trainer = compile_stock(model, make_stock_optimizer(l2_norm_clip=l2_norm_clip,
-                                                                noise_multiplier=noise_multiplier,
-                                                                num_microbatches=batch_size,
-                                                                learning_rate=learning_rate))
+        trainer, ds, steps = _trainer(path, model_fn, x, y, batch_size=batch_size, l2_norm_clip=l2_norm_clip,
+                                      noise_multiplier=noise_multiplier, learning_rate=learning_rate, seed=seed)
         timed = min(steps, (max_steps or {}).get(path, steps))
         timer = EpochTimer()
-        trainer.fit(ds.repeat() if path != "fast_poisson" else ds, steps_per_epoch=timed, epochs=epochs,
+        trainer.fit(ds, steps_per_epoch=timed, epochs=epochs,
                     callbacks=[timer], verbose=0)
         steady = [s * steps / timed for s in timer.seconds[1:]]
         med = statistics.median(steady)
         out[path] = {"warmup": timer.seconds[0], "epochs": steady, "median": med, "min": min(steady),
                      "max": max(steady), "steps": steps, "timed_steps": timed, "images_per_s": steps * batch_size / med}
     return out
+
+
+def _trainer(path: str, model_fn, x, y, *, batch_size: int, l2_norm_clip: float, noise_multiplier: float,
+             learning_rate: float, seed: int):
+    """``(compiled trainer, endless dataset, steps per epoch)`` of one path, on a freshly seeded model."""
+    from lepton_nb.config import TrainConfig
+    from lepton_nb.privacy.fast_clipping import FastDPModel
+    from lepton_nb.privacy.optimizers import check_stock_memory, compile_stock, make_stock_optimizer
+    from lepton_nb.privacy.sampling import poisson_pipeline, shuffle_pipeline
+    from lepton_nb.training import compile_model, set_seed
+
+    set_seed(seed)
+    model = model_fn()
+    if path == "fast_poisson":
+        ds, steps = poisson_pipeline(x, y, batch_size, seed=seed)
+    else:
+        ds, steps = shuffle_pipeline(x, y, batch_size, seed=seed)
+        ds = ds.repeat()
+    if path == "nonprivate":
+        trainer = compile_model(model, TrainConfig(learning_rate=learning_rate))
+    elif path in ("fast", "fast_poisson"):
+        trainer = FastDPModel(model, l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier,
+                              expected_batch_size=batch_size)
+        trainer.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
+                        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+    else:
+        check_stock_memory(model, batch_size, batch_size)
+        trainer = compile_stock(model, make_stock_optimizer(l2_norm_clip=l2_norm_clip, noise_multiplier=noise_multiplier,
+                                                            num_microbatches=batch_size, learning_rate=learning_rate))
+    return trainer, ds, steps
+
+
+class _EpochClock(tf.keras.callbacks.Callback):
+    """Wall and process CPU seconds (all threads) of every epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        import time
+
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        self.wall.append(time.perf_counter() - self._t0)
+        self.cpu.append(time.process_time() - self._c0)
+
+
+def interleaved_ratios(model_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.ndarray, *, batch_size: int = 64,
+                       paths: Sequence[str] = ("nonprivate", "fast"), repeats: int = 7, l2_norm_clip: float = 1.0,
+                       noise_multiplier: float = 1.0, learning_rate: float = 1e-3, seed: int = 0) -> dict:
+    """Epoch times of ``paths`` measured in alternation, and the ratios of each path to the first.
+
+    Every path gets its own compiled trainer and warms up (one untimed epoch: tracing); then each
+    repeat times one epoch of every path, the order reversed on every other repeat, so that the
+    load of a shared machine falls on all paths alike. The ratio of a repeat is ``time(path) /
+    time(paths[0])`` of the same repeat; min / median / max are over repeats.
+
+    On a machine shared with other work the wall-time ratios spread widely; the ratios of the
+    process CPU time of the same epochs (``cpu_ratios``: all threads of this process, which a
+    busy machine inflates far less than wall time) are reported beside them.
+
+    Returns:
+        ``{"epochs": {path: [wall s, ...]}, "cpu": {path: [cpu s, ...]}, "median": {path: wall s},
+        "ratios": {"<path>_vs_<paths[0]>": {"min", "median", "max", "all"}}, "cpu_ratios": {same},
+        "steps": k, "load": [1-min load average before, after]}``.
+    """
+    import os
+
+    trainers = {}
+    for path in paths:
+        trainer, ds, steps = _trainer(path, model_fn, x, y, batch_size=batch_size, l2_norm_clip=l2_norm_clip,
+                                      noise_multiplier=noise_multiplier, learning_rate=learning_rate, seed=seed)
+        trainer.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)  # warm-up: tracing
+        trainers[path] = (trainer, ds, steps)
+    load = [os.getloadavg()[0]]
+    times = {path: [] for path in paths}
+    cpu = {path: [] for path in paths}
+    for r in range(repeats):
+        for path in (paths if r % 2 == 0 else list(reversed(paths))):
+            trainer, ds, steps = trainers[path]
+            clock = _EpochClock()  # times the epoch inside fit (not its set-up)
+            trainer.fit(ds, steps_per_epoch=steps, epochs=1, callbacks=[clock], verbose=0)
+            times[path].append(clock.wall[0])
+            cpu[path].append(clock.cpu[0])
+    load.append(os.getloadavg()[0])
+
+    def spread(series):
+        base = paths[0]
+        out = {}
+        for path in paths[1:]:
+            rs = [a / b for a, b in zip(series[path], series[base])]
+            out[f"{path}_vs_{base}"] = {"min": round(min(rs), 3), "median": round(statistics.median(rs), 3),
+                                        "max": round(max(rs), 3), "all": [round(v, 3) for v in rs]}
+        return out
+
+    return {"epochs": times, "cpu": cpu, "median": {p: statistics.median(t) for p, t in times.items()},
+            "ratios": spread(times), "cpu_ratios": spread(cpu), "steps": trainers[paths[0]][2], "load": load}
 
 
 def ratios(times: dict[str, dict]) -> dict[str, float]:
