@@ -210,8 +210,9 @@ def conv2d_layer_computation(layer: tf.keras.layers.Conv2D, input_args: Sequence
     per_example = None
     # Batch as channels: one depthwise filter gradient gives every example's kernel gradient. Only
     # without dilation: TF's CPU DepthwiseConv2dNativeBackpropFilter ignores ``dilations`` (norms off
-    # by 0.96-1.30 with padding "same", a shape error with "valid"), so dilated layers take the patches.
-    if cin == 1 and (dh, dw) == (1, 1):
+    # by 0.96-1.30 with padding "same", a shape error with "valid"), and it needs equal strides on both
+    # axes; other layers take the patches.
+    if cin == 1 and (dh, dw) == (1, 1) and sh == sw:
         def per_example(g: tf.Tensor) -> tf.Tensor:
             h, w = int(x.shape[1]), int(x.shape[2])
             xb = tf.reshape(tf.transpose(x, [3, 1, 2, 0]), [1, h, w, -1])  # (1, H, W, B)
@@ -233,7 +234,7 @@ def _group_normalized(layer: tf.keras.layers.GroupNormalization, x: tf.Tensor) -
     grouped = tf.reshape(x, tf.concat([shape[:-1], [groups, c // groups]], axis=0))
     axes = list(range(1, x.shape.rank - 1)) + [x.shape.rank]
     mean, var = tf.nn.moments(grouped, axes=axes, keepdims=True)
-    xhat = (grouped - mean) * tf.math.rsqrt(var + tf.cast(layer.epsilon, x.dtype))
+    xhat = (grouped - mean) * tf.math.rsqrt(var + tf.constant(layer.epsilon, x.dtype))
     return tf.reshape(xhat, shape)
 
 
@@ -409,7 +410,8 @@ def check_dp_model(model: tf.keras.Model, *, fast: bool = True, registry=None) -
                 raise DPModelError(f"Conv2D {layer.name!r}: the fast path supports channels_last and groups=1 only "
                                    f"(got {layer.data_format}, groups={layer.groups}); use path='stock'")
         if isinstance(layer, tf.keras.layers.GroupNormalization) and layer.axis not in (-1, len(layer.input_shape) - 1):
-            raise DPModelError(f"GroupNormalization {layer.name!r}: the fast path supports axis=-1 only")
+            raise DPModelError(f"GroupNormalization {layer.name!r}: the fast path supports axis=-1 only (got "
+                               f"axis={layer.axis}); normalize the channels-last axis, or use path='stock'")
         if isinstance(layer, tf.keras.layers.Embedding) and getattr(layer, "sparse", False):
             raise DPModelError(f"Embedding {layer.name!r}: sparse=True is not supported on the fast path; use the "
                                "default sparse=False")
@@ -534,7 +536,7 @@ def noisy_mean(clipped_sums: Sequence[tf.Tensor], stddev, expected_batch_size: i
     dtype = clipped_sums[0].dtype
     sizes = [g.shape.num_elements() for g in clipped_sums]  # variables: static shapes
     noise = tf.random.normal([sum(sizes)], dtype=dtype)
-    scale = tf.cast(1.0 / expected_batch_size, dtype)
+    scale = tf.constant(1.0 / expected_batch_size, dtype)
     std = tf.cast(stddev, dtype) * scale
     out = []
     for g, z in zip(clipped_sums, tf.split(noise, sizes)):
