@@ -41,12 +41,12 @@ def float64():
 
 
 def _conv(rng):
-    h, w, cin = (int(v) for v in (*rng.integers(3, 8, 2), rng.integers(1, 4)))
+    h, w, cin = (int(v) for v in (*rng.integers(3, 8, 2), rng.integers(1, 5)))
     kernel = tuple(int(v) for v in rng.integers(1, 4, 2))
     dilated = rng.random() < 0.4
     strides = (1, 1) if dilated else tuple(int(v) for v in rng.integers(1, 4, 2))
     dilation = tuple(int(v) for v in rng.integers(1, 4, 2)) if dilated else (1, 1)
-    cfg = dict(kind="conv2d", input=(h, w, cin), filters=int(rng.integers(1, 5)), kernel_size=kernel,
+    cfg = dict(kind="conv2d", input=(h, w, cin), filters=int(rng.integers(1, 9)), kernel_size=kernel,
                strides=strides, dilation_rate=dilation, padding=str(rng.choice(["same", "valid"])),
                use_bias=bool(rng.random() < 0.5), activation=str(rng.choice(["linear", "tanh"])))
     for k, (size, dil) in enumerate(zip((h, w), dilation)):
@@ -228,16 +228,36 @@ def _features(cfg: dict) -> list[str]:
     return [k for k, v in flags.items() if v]
 
 
+def _other_form_registry():
+    """The registry with every Conv2D and multi-position Dense norm in the form production does not
+    pick for it (direct <-> ghost; both exact, the choice is cost), so both forms meet every shape."""
+
+    def flipped(fn):
+        def registry_fn(*args, **kwargs):
+            z, outputs, norms = fn(*args, **kwargs)
+            if norms.form in ("direct", "ghost"):
+                norms.form = "ghost" if norms.form == "direct" else "direct"
+            return z, outputs, norms
+        return registry_fn
+
+    registry = fc.make_layer_registry()
+    registry.insert(tf.keras.layers.Conv2D, flipped(fc.conv2d_layer_computation))
+    registry.insert(tf.keras.layers.Dense, flipped(fc.dense_layer_computation))
+    return registry
+
+
 def test_random_layer_configurations_are_exact_or_refused(float64):
     rng = np.random.default_rng(7)
-    registry = fc.make_layer_registry()
+    registries = [fc.make_layer_registry(), _other_form_registry()]
     checked, refused, features = collections.Counter(), collections.Counter(), collections.Counter()
     for n, cfgs in enumerate(_groups(_configs(DRAWS))):
-        # mostly the production path (book-keeping); every third model the second backward pass
-        if _check(cfgs, registry, rng, bookkeeping=n % 3 != 0):
+        # every other model with the other norm form; every third with the second backward pass
+        if _check(cfgs, registries[n % 2], rng, bookkeeping=n % 3 != 0):
             for cfg in cfgs:
                 checked[cfg["kind"]] += 1
                 features.update(_features(cfg))
+                if cfg["kind"] == "conv2d":
+                    features["conv_other_form" if n % 2 else "conv_production_form"] += 1
         else:
             refused[cfgs[0]["kind"]] += 1
     total = sum(checked.values())
@@ -246,7 +266,8 @@ def test_random_layer_configurations_are_exact_or_refused(float64):
     assert total >= 200
     assert min(checked[k] for k in ("conv2d", "dense2d", "groupnorm", "embedding")) >= 20
     assert checked["dense3d"] + checked["dense4d"] >= 10
-    assert min(features[k] for k in ("dilated", "strided", "valid", "cin1", "mask", "gn_no_center")) >= 5
+    assert min(features[k] for k in ("dilated", "strided", "valid", "cin1", "mask", "gn_no_center",
+                                     "conv_other_form", "conv_production_form")) >= 5
     assert sum(refused.values()) >= 3
 
 
@@ -275,7 +296,7 @@ def test_the_check_catches_the_old_dilated_shortcut(float64):
 
     broken = fc.make_layer_registry()
     broken.insert(tf.keras.layers.Conv2D, old_conv2d)
-    drawn = _configs(400)
+    drawn = _configs(1500)
     targets = [c for c in drawn if c["kind"] == "conv2d" and c["input"][-1] == 1 and "refuse" not in c
                and c["padding"] == "same" and c["clip"] != "huge"
                and any(k > 1 and d > 1 for k, d in zip(c["kernel_size"], c["dilation_rate"]))][:4]
