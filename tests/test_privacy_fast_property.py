@@ -289,7 +289,7 @@ def test_the_check_catches_the_old_dilated_shortcut(float64):
             f = tf.compat.v1.nn.depthwise_conv2d_native_backprop_filter(
                 xb, tf.stack([kh, kw, tf.shape(x)[0], o]), gb, [1, 1, 1, 1], layer.padding.upper(),
                 dilations=[1, dh, dw, 1])
-            return tf.transpose(tf.reshape(f, [kh * kw, -1, o]), [1, 0, 2])
+            return tf.transpose(tf.reshape(f, [kh * kw, -1, o]), [1, 0, 2]), 0, None  # (w, batch axis, bias)
 
         norms.per_example_fn, norms.form = per_example, "direct"
         return z, outputs, norms

@@ -94,8 +94,10 @@ class _LinearNorms:
     :meth:`clipped_sum` needs to form ``sum_i c_i grad_i`` without another backward pass
     (book-keeping, Bu et al. 2023).
 
-    ``a_fn`` returns the inputs as (B, T, D); ``per_example_fn(g)``, when given, returns the
-    per-example weight gradients (B, D, O) directly (Conv2D: per kernel tap).
+    ``a_fn`` returns the inputs as (B, T, D); ``per_example_fn(g)``, when given, returns
+    ``(w, batch_axis, bias)``: the per-example weight gradients ``w`` directly (Conv2D), any layout
+    of the kernel's axes with the examples on ``batch_axis`` (0 or 1), and the per-example bias
+    gradients (B, O) if it has them at hand, else None.
     """
 
     def __init__(self, a_fn, kernel_shape, use_bias: bool, form: str, per_example_fn=None):
@@ -107,11 +109,14 @@ class _LinearNorms:
         o = int(g.shape[-1])
         gg = tf.reshape(g, [b, -1, o])
         self._g = gg
+        bias = None
         if self.form == "direct":
-            w = self.per_example_fn(g) if self.per_example_fn is not None else \
-                tf.matmul(self.a_fn(), gg, transpose_a=True)  # (B, D, O)
+            if self.per_example_fn is not None:
+                w, self._axis, bias = self.per_example_fn(g)
+            else:
+                w, self._axis = tf.matmul(self.a_fn(), gg, transpose_a=True), 0  # (B, D, O)
             self._w = w
-            sq = tf.reduce_sum(tf.square(w), axis=[1, 2])
+            sq = tf.reduce_sum(tf.square(w), axis=[k for k in range(w.shape.rank) if k != self._axis])
         elif self.form == "vector":  # one position: |a|^2 |g|^2
             a = self.a_fn()
             self._a = a
@@ -121,15 +126,17 @@ class _LinearNorms:
             self._a = a
             sq = tf.reduce_sum(tf.matmul(a, a, transpose_b=True) * tf.matmul(gg, gg, transpose_b=True), axis=[1, 2])
         if self.use_bias:
-            self._s = tf.reduce_sum(gg, axis=1)  # (B, O)
+            self._s = bias if bias is not None else tf.reduce_sum(gg, axis=1)  # (B, O)
             sq += tf.reduce_sum(tf.square(self._s), axis=1)
         return sq
 
     def clipped_sum(self, c: tf.Tensor) -> list[tf.Tensor]:
         """``[sum_i c_i dW_i, (sum_i c_i db_i)]`` after :meth:`__call__`; ``c`` (B,)."""
         c = tf.cast(c, self._g.dtype)
-        if self.form == "direct":
+        if self.form == "direct" and self._axis == 0:
             w = tf.tensordot(c, self._w, axes=1)
+        elif self.form == "direct":  # (D, B, O): a broadcast batched matmul, no transpose of w
+            w = tf.matmul(tf.reshape(c, [1, 1, -1]), self._w)
         else:
             d = int(self._a.shape[-1])
             w = tf.matmul(tf.reshape(self._a, [-1, d]), tf.reshape(self._g * c[:, None, None], [-1, self._g.shape[-1]]),
@@ -251,10 +258,14 @@ def conv2d_layer_computation(layer: tf.keras.layers.Conv2D, input_args: Sequence
         gg = tf.reshape(g, [b, t, o])
         slices = [xp[:, i * dh:i * dh + (h_out - 1) * sh + 1:sh, j * dw:j * dw + (w_out - 1) * sw + 1:sw, :]
                   for i in range(kh) for j in range(kw)]
-        if cin == 1:  # one matmul (B, k*k, T) @ (B, T, O): the taps stacked ahead of the positions
-            return tf.matmul(tf.reshape(tf.stack(slices, axis=1), [b, kh * kw, t]), gg)
+        if cin == 1:  # one matmul (B, k*k [+1], T) @ (B, T, O): the taps stacked ahead of the positions,
+            rows = tf.reshape(tf.stack(slices, axis=1), [b, kh * kw, t])  # and a row of ones: the bias
+            if layer.use_bias:
+                rows = tf.concat([rows, tf.ones([b, 1, t], rows.dtype)], axis=1)
+            w = tf.matmul(rows, gg)
+            return (w[:, :kh * kw], 0, w[:, kh * kw]) if layer.use_bias else (w, 0, None)
         per_tap = [tf.matmul(tf.reshape(xs, [b, t, cin]), gg, transpose_a=True) for xs in slices]  # (B, C_in, O)
-        return tf.reshape(tf.stack(per_tap, axis=1), [b, d, o])
+        return tf.reshape(tf.stack(per_tap, axis=1), [b, d, o]), 0, None
 
     def grouped(g: tf.Tensor) -> tf.Tensor:
         """Per-example kernel gradients (B, kh*kw*C_in, O) from one grouped filter-gradient op: the
@@ -263,7 +274,7 @@ def conv2d_layer_computation(layer: tf.keras.layers.Conv2D, input_args: Sequence
         xb = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, h_in, w_in, b * cin])  # channels (example, c)
         gb = tf.reshape(tf.transpose(g, [1, 2, 0, 3]), [1, h_out, w_out, b * o])
         f = tf.compat.v1.nn.conv2d_backprop_filter(xb, tf.stack([kh, kw, cin, b * o]), gb, [1, sh, sw, 1], padding)
-        return tf.reshape(tf.transpose(tf.reshape(f, [kh * kw, cin, b, o]), [2, 0, 1, 3]), [b, d, o])
+        return tf.reshape(f, [d, b, o]), 1, None  # examples on axis 1: no transpose back
 
     # Several input channels: the grouped op (1.5x faster than the per-tap matmuls here at batch
     # 256) inside graphs where it works (oneDNN; TensorFlow's own CPU kernel, which eager execution
@@ -623,10 +634,11 @@ def standard_normal(n: int, dtype=tf.float32) -> tf.Tensor:
     as those of ``tf.random.normal`` (5.7 sigma: it clamps u1 at 1e-7).
     """
     m = (n + 1) // 2
-    u = tf.random.uniform([2, m], dtype=dtype)
-    radius = tf.sqrt(tf.constant(-2.0, dtype) * tf.math.log(1 - u[0]))
-    angle = tf.constant(2 * math.pi, dtype) * u[1]
-    return tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=0)[:n]
+    radius = tf.sqrt(tf.constant(-2.0, dtype) * tf.math.log(1 - tf.random.uniform([m], dtype=dtype)))
+    angle = tf.constant(2 * math.pi, dtype) * tf.random.uniform([m], dtype=dtype)
+    if n % 2:  # odd: the sine half is one shorter
+        return tf.concat([radius * tf.cos(angle), radius[:-1] * tf.sin(angle[:-1])], axis=0)
+    return tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=0)
 
 
 def noisy_mean(clipped_sums: Sequence[tf.Tensor], stddev, expected_batch_size: int) -> list[tf.Tensor]:
