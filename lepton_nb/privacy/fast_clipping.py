@@ -16,11 +16,16 @@ Training of Large CNNs with Differential Privacy") needs only:
      function (Goodfellow 2015); for inputs with extra axes the cheaper of direct and ghost form.
    - Conv2D: with the input patches ``P_i`` (positions x k*k*C_in) the weight gradient is
      ``P_i^T g_i``. Its squared norm is computed either *directly* (the per-example kernel
-     gradients: cost ``T*D*O`` per example, T positions, D = k*k*C_in, O filters; a batched
-     matmul per kernel tap) or as a *ghost* norm ``sum((P_i P_i^T) * (g_i g_i^T))`` (cost ``T^2 (D + O)``); the cheaper one is
-     chosen per layer (Bu et al. 2022, "mixed ghost clipping"). Bias: ``|sum_t g_it|^2``.
+     gradients: cost ``T*D*O`` per example, T positions, D = k*k*C_in, O filters) or as a *ghost*
+     norm ``sum((P_i P_i^T) * (g_i g_i^T))`` (cost ``T^2 (D + O)``); the cheaper one is chosen per
+     layer (Bu et al. 2022, "mixed ghost clipping"). The direct gradients come, for one input
+     channel, from the layer's convolution with one-hot filters and one matmul; for several, inside
+     a graph where oneDNN runs it, from one grouped filter-gradient op with the examples as groups;
+     otherwise from a batched matmul per kernel tap. Bias: ``|sum_t g_it|^2``.
    - GroupNormalization (axis -1): ``gamma`` gets ``sum_t xhat_it * g_it`` per channel, ``beta``
-     gets ``sum_t g_it``.
+     gets ``sum_t g_it``; the normalization itself is recomputed here with a closed-form backward
+     pass (cheaper than Keras' layer, see :func:`_group_norm`).
+   - Embedding: segment sums of ``g`` per (example, id).
 
 4. the clipped sum ``sum_i c_i grad_i`` with ``c_i = min(1, C / |grad_i|)`` assembled layer by
    layer from the same ``a``, ``g`` and per-example pieces ("book-keeping", Bu et al. 2023,
@@ -28,8 +33,9 @@ Training of Large CNNs with Differential Privacy") needs only:
    pass; a second backward pass of the reweighted loss on the same tape remains as the fallback
    (``bookkeeping=False``, or a registry function without ``clipped_sum``).
 
-Measured on this machine (batch 128, 2 shared cores, median of repeats): one clipped-gradient step of the DP
-CNN 1.3x a plain gradient step with book-keeping, 2.1x with the second backward pass.
+Where the time goes, what each choice bought, and the epoch-time ratios against non-private
+training: the engine report of issue 14 (``benchmarks/bench_dp.py``). Every choice above is
+exact; ``tests/test_privacy_fast_property.py`` checks them on random layer configurations.
 
 The functions here follow tensorflow-privacy 0.9.0's layer-registry contract
 (``tensorflow_privacy.privacy.fast_gradient_clipping.layer_registry``), are inserted into its
