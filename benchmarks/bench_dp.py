@@ -1,20 +1,19 @@
-"""DP-SGD speed: steady-state epoch time of non-private training, the fast path and the stock path.
+"""DP-SGD speed: epoch time of the fast path (and the stock path) against non-private training.
 
-One run, same model, same data, same batch, same fixed batches; the first epoch (tracing) is a
-warm-up. Writes ``reports/bench/dp.json`` with ``ratios.fast_vs_nonprivate``,
-``ratios.stock_vs_nonprivate``, ``ratios.stock_vs_fast`` (and ``fast_poisson_vs_nonprivate``: the
-fast path fed by the Poisson pipeline) for the seed CNN and the DP CNN
-(``dp_cnn_...``), all at batch 64.
+Same model, same data, same batch, same Keras ``fit``; each path trains its own freshly seeded
+copy. The fast path and non-private training (and the fast path fed by Poisson batches,
+``fast_poisson``) run in alternating epochs after one warm-up epoch each
+(:func:`lepton_nb.privacy.speed.interleaved_ratios`), so the load of a shared machine falls on
+both sides; each repeat gives a ratio, and the figures are min / median / max over repeats, in
+wall time and in process CPU time (all threads; far less sensitive to other processes). Writes
+``reports/bench/dp.json``: ``ratios.fast_vs_nonprivate`` (seed CNN), ``dp_cnn_...`` (GroupNorm,
+tanh) and ``dp_cnn_no_norm_...`` (tanh, notebook 03's full-mode model), batch 64 unsuffixed and
+batch 256 as ``..._b256``, medians (min / max in ``results``); ``stock_vs_nonprivate`` and
+``stock_vs_fast`` at batch 64 from a few timed steps of tensorflow-privacy's stock path (its
+memory grows with the batch squared: 18.5 GB at 256, OOM-killed here, so not at 256).
 
-DP-SGD trains with large batches (the noise on the mean gradient is sigma * C / B; notebook 03
-trains at 128 and 1,024), where the fast path's per-step fixed costs (noise on every weight, the
-second backward pass) weigh less: the same comparison without the stock path runs at batch 256
-too (``..._b256``). The stock path is left out there: tensorflow-privacy takes the Jacobian of the
-per-example losses through the whole batch, so its memory grows with the batch squared (about
-16 GB for the DP CNN at batch 256 by ``ln.privacy.optimizers.stock_memory_bytes``).
-
-Default: 1,920 images of the bundled sample at batch 64 and 3,072 at 256.
-``--full``: the whole 6,000-image sample for the timings, then DP training on the full
+Default (about 10 minutes here): 1,920 images of the bundled sample at batch 64 and 3,072 at 256,
+7 repeats. ``--full``: the whole 6,000-image sample, 9 repeats, then DP training on the full
 Fashion-MNIST (60k/10k) at epsilon <= 3, delta = 1e-5, Poisson sampling, with notebook 03's
 full-mode settings, recording test accuracy.
 """
@@ -29,25 +28,38 @@ from dataclasses import replace
 from _common import write
 
 import lepton_nb as ln
-from lepton_nb.settings import DP_CNN, CNNConfig
+from lepton_nb.settings import DP_CNN, DP_CNN_NO_NORM, CNNConfig
 
 
-def speed(n: int, batch: int, epochs: dict[str, int], max_steps: dict[str, int], suffix: str = "") -> tuple[dict, dict]:
-    """Epoch times of each path in ``epochs`` for the seed CNN and the DP CNN; their ratios."""
-    from lepton_nb.privacy.speed import epoch_times, ratios
+MODELS = {"seed_cnn": CNNConfig(), "dp_cnn": DP_CNN, "dp_cnn_no_norm": DP_CNN_NO_NORM}
+
+
+def speed(n: int, batch: int, repeats: int, stock_steps: int | None, suffix: str = "",
+          models: tuple[str, ...] = tuple(MODELS), paths: tuple[str, ...] = ("nonprivate", "fast", "fast_poisson"),
+          ) -> tuple[dict, dict]:
+    """Interleaved epochs of non-private, fast and fast-Poisson training for each model in
+    :data:`MODELS` (and the stock path's epoch time from ``stock_steps`` steps, if given)."""
+    from lepton_nb.privacy.speed import epoch_times, interleaved_ratios
 
     ds = ln.data.stratified_subset(ln.data.load("fashion-mnist"), n, 10, seed=0)
-    models = {"seed_cnn": CNNConfig(), "dp_cnn": DP_CNN}
     results, flat = {}, {}
-    for name, mcfg in models.items():
-        times = {}
-        for path, k in epochs.items():
-            print(f"   {name} {path}: {k} epochs of {n} images, batch {batch} ...", file=sys.stderr, flush=True)
-            times.update(epoch_times(lambda c=mcfg: ln.models.build_cnn(c), ds.x_train, ds.y_train, batch_size=batch,
-                                     paths=(path,), epochs=k, max_steps=max_steps))
-        results[name] = times
-        for key, value in ratios(times).items():
-            flat[(key if name == "seed_cnn" else f"{name}_{key}") + suffix] = value
+    for name in models:
+        mcfg = MODELS[name]
+        prefix = "" if name == "seed_cnn" else f"{name}_"
+        build = lambda c=mcfg: ln.models.build_cnn(c)  # noqa: E731
+        print(f"   {name}: {repeats} interleaved epochs of {n} images per path, batch {batch} ...", file=sys.stderr,
+              flush=True)
+        r = interleaved_ratios(build, ds.x_train, ds.y_train, batch_size=batch, repeats=repeats, paths=paths)
+        results[name] = r
+        for key, spread in r["ratios"].items():
+            flat[f"{prefix}{key}{suffix}"] = spread["median"]
+        if stock_steps:
+            print(f"   {name}: stock path, {stock_steps} timed steps ...", file=sys.stderr, flush=True)
+            stock = epoch_times(build, ds.x_train, ds.y_train, batch_size=batch, paths=("stock",), epochs=2,
+                                max_steps={"stock": stock_steps})["stock"]
+            results[name]["stock"] = stock
+            flat[f"{prefix}stock_vs_nonprivate{suffix}"] = round(stock["median"] / r["median"]["nonprivate"], 3)
+            flat[f"{prefix}stock_vs_fast{suffix}"] = round(stock["median"] / r["median"]["fast"], 3)
     return results, flat
 
 
@@ -70,30 +82,48 @@ def full_accuracy(target_epsilon: float = 3.0, delta: float = 1e-5) -> dict:
 
 
 def main() -> None:
+    import os
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="6,000 images, plus the full-data epsilon-3 run")
+    parser.add_argument("--no-stock", action="store_true", help="skip the stock path's few timed steps")
+    parser.add_argument("--images", type=int, help="images per epoch at every batch size (default 1,920 / 3,072)")
+    parser.add_argument("--repeats", type=int, help="interleaved epochs per path (default 7, --full 9)")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
+    parser.add_argument("--paths", default="nonprivate,fast,fast_poisson", help="paths, the first the reference")
     args = parser.parse_args()
-    k = 4 if args.full else 6
-    plans = {  # batch -> (images, epochs per path, steps timed per epoch)
-        64: (6000 if args.full else 1920, {"nonprivate": k, "fast": k, "fast_poisson": k, "stock": 2}, {"stock": 6}),
-        256: (6000 if args.full else 3072, {"nonprivate": k, "fast": k, "fast_poisson": k}, {}),
-    }
+    repeats = args.repeats or (9 if args.full else 7)
+    stock = None if args.no_stock else 6
+    plans = {64: (args.images or (6000 if args.full else 1920), stock),  # batch -> (images, stock steps)
+             256: (args.images or (6000 if args.full else 3072), None)}
+    models, paths = tuple(args.models.split(",")), tuple(args.paths.split(","))
+    load = [os.getloadavg()]
     results, ratios = {}, {}
-    for batch, (n, epochs, max_steps) in plans.items():
-        res, rat = speed(n, batch, epochs, max_steps, suffix="" if batch == 64 else f"_b{batch}")
+    for batch, (n, stock_steps) in plans.items():
+        res, rat = speed(n, batch, repeats, stock_steps, suffix="" if batch == 64 else f"_b{batch}", models=models,
+                         paths=paths)
         results[f"batch_{batch}"] = res
         ratios.update(rat)
-    config = {"batches": {b: {"images": n, "epochs_per_path": e, "timed_steps_per_epoch": m or "all"}
-                          for b, (n, e, m) in plans.items()},
-              "warmup_epochs": 1, "models": {"seed_cnn": CNNConfig().label, "dp_cnn": DP_CNN.label},
-              "l2_norm_clip": 1.0, "noise_multiplier": 1.0, "full": args.full}
+    load.append(os.getloadavg())
+    config = {"batches": {b: {"images": n, "stock_timed_steps": s or "not run"} for b, (n, s) in plans.items()},
+              "repeats": repeats, "warmup_epochs": 1, "interleaved": True,
+              "models": {k: MODELS[k].label for k in models}, "paths": paths,
+              "l2_norm_clip": 1.0, "noise_multiplier": 1.0, "full": args.full,
+              "load_average_1_5_15min": {"before": load[0], "after": load[1]}}
     if args.full:
         results["full_fashion_mnist_eps3"] = full_accuracy()
-    summary = (f"batch 64: seed CNN fast {ratios['fast_vs_nonprivate']:.2f}x, stock {ratios['stock_vs_nonprivate']:.1f}x "
-               f"non-private, stock/fast {ratios['stock_vs_fast']:.1f}x; DP CNN fast "
-               f"{ratios['dp_cnn_fast_vs_nonprivate']:.2f}x, stock {ratios['dp_cnn_stock_vs_nonprivate']:.1f}x. "
-               f"Batch 256: seed CNN fast {ratios['fast_vs_nonprivate_b256']:.2f}x, DP CNN fast "
-               f"{ratios['dp_cnn_fast_vs_nonprivate_b256']:.2f}x")
+
+    def spread(batch, model, key="fast_vs_nonprivate", kind="ratios"):
+        r = results[f"batch_{batch}"][model][kind][key]
+        return f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+
+    summary = "fast vs non-private, wall median (min-max): " + "; ".join(
+        f"batch {b}: " + ", ".join(f"{m} {spread(b, m)}" for m in models) for b in plans)
+    summary += " | CPU: " + "; ".join(
+        f"batch {b}: " + ", ".join(f"{m} {spread(b, m, kind='cpu_ratios')}" for m in models) for b in plans)
+    if "stock_vs_nonprivate" in ratios:
+        summary += f" | stock (batch 64) {ratios['stock_vs_nonprivate']:.1f}x non-private (seed CNN)"
+    summary += f" | load {load[0][0]:.1f} -> {load[1][0]:.1f}"
     if args.full:
         summary += f"; full FMNIST eps<=3 accuracy {results['full_fashion_mnist_eps3'].get('accuracy')} %"
     write("dp", config=config, results=results, ratios=ratios, summary=summary)

@@ -171,7 +171,7 @@ def test_empty_poisson_batches_are_trained_through():
     assert not np.allclose(model.get_layer("d").kernel.numpy(), before)
 
 
-def test_noise_is_tensorflow_privacys_fresh_every_step_and_follows_the_seed():
+def test_noise_is_fresh_every_step_and_follows_the_seed():
     def noise_updates(seed):
         tf.keras.utils.set_random_seed(seed)
         model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(2000, name="d")])
@@ -193,3 +193,162 @@ def test_noise_is_tensorflow_privacys_fresh_every_step_and_follows_the_seed():
     assert not np.allclose(a1, c1)
     # std of the noisy mean update: noise_multiplier * C / expected batch = 2 * 0.5 / 4
     assert abs(np.std(a1) - 0.25) < 0.01 and abs(np.mean(a1)) < 0.01
+
+
+def _per_example_reference(model, x, y):
+    """Per-example gradients (one GradientTape per example), as numpy arrays per variable."""
+    out = []
+    for i in range(len(x)):
+        with tf.GradientTape() as t:
+            loss = tf.keras.losses.sparse_categorical_crossentropy(y[i:i + 1], model(x[i:i + 1], training=True),
+                                                                   from_logits=True)
+        out.append([tf.convert_to_tensor(g).numpy() for g in t.gradient(loss, model.trainable_variables)])
+    return out
+
+
+def test_embedding_trains_on_the_fast_path_with_exact_clipping(float64):
+    """tensorflow-privacy's Embedding function needed a second backward pass on a one-shot tape (a crash);
+    ours gives exact norms and the clipped sum, repeated ids within an example included."""
+    L = tf.keras.layers
+    tf.keras.utils.set_random_seed(3)
+    inp = tf.keras.Input((6,), dtype="int32")
+    h = L.Embedding(5, 4, mask_zero=True, name="emb")(inp)
+    h = L.GlobalAveragePooling1D()(h)  # uses the mask
+    model = tf.keras.Model(inp, L.Dense(3, name="logits")(h))
+    x = np.array([[1, 1, 2, 0, 0, 0], [4, 3, 2, 1, 4, 4], [2, 2, 2, 2, 2, 2], [3, 0, 0, 0, 0, 0]])
+    y = np.array([0, 1, 2, 1])
+    ref = _per_example_reference(model, x, y)
+    ref_norms = np.array([np.sqrt(sum(np.sum(g ** 2) for g in r)) for r in ref])
+    clip = float(np.median(ref_norms))
+    grads, norms, _, _ = fc.clipped_gradient_sum(model, tf.constant(x), tf.constant(y), clip)
+    np.testing.assert_allclose(norms.numpy(), ref_norms, rtol=1e-10)
+    for j, v in enumerate(model.trainable_variables):
+        want = sum(min(1.0, clip / n) * r[j] for r, n in zip(ref, ref_norms))
+        np.testing.assert_allclose(tf.convert_to_tensor(grads[j]).numpy(), want, atol=1e-12, err_msg=v.name)
+    dp = fc.FastDPModel(model, l2_norm_clip=clip, noise_multiplier=0.0, expected_batch_size=4)
+    dp.compile(optimizer=tf.keras.optimizers.SGD(1.0),
+               loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    dp.train_on_batch(x, y)
+    for j, (v, b) in enumerate(zip(model.trainable_variables, before)):
+        want = sum(min(1.0, clip / n) * r[j] for r, n in zip(ref, ref_norms)) / 4
+        np.testing.assert_allclose(b - v.numpy(), want, atol=1e-12, err_msg=v.name)
+
+
+def test_weight_regularization_is_added_unclipped_after_the_noise(float64):
+    """kernel_regularizer reads only the weights: its gradient joins the noisy mean gradient exactly
+    (it was dropped before); the per-example losses are clipped as without it."""
+    L = tf.keras.layers
+    tf.keras.utils.set_random_seed(4)
+    reg = tf.keras.regularizers.L2(0.3)
+    model = tf.keras.Sequential([tf.keras.Input((5,)), L.Dense(4, activation="tanh", kernel_regularizer=reg, name="a"),
+                                 L.Dense(3, bias_regularizer=reg, name="b")])
+    rng = np.random.default_rng(1)
+    x, y = rng.random((6, 5)), rng.integers(0, 3, 6)
+    ref = _per_example_reference(model, x, y)
+    ref_norms = np.array([np.sqrt(sum(np.sum(g ** 2) for g in r)) for r in ref])
+    clip = float(np.median(ref_norms))
+    with tf.GradientTape() as t:
+        penalty = tf.add_n(model.losses)
+    reg_grads = [tf.convert_to_tensor(g).numpy() for g in
+                 t.gradient(penalty, model.trainable_variables, unconnected_gradients="zero")]
+    assert sum(np.abs(g).sum() for g in reg_grads) > 0
+    dp = fc.FastDPModel(model, l2_norm_clip=clip, noise_multiplier=0.0, expected_batch_size=8)
+    dp.compile(optimizer=tf.keras.optimizers.SGD(1.0),
+               loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    dp.train_on_batch(x, y)
+    for j, (v, b) in enumerate(zip(model.trainable_variables, before)):
+        want = sum(min(1.0, clip / n) * r[j] for r, n in zip(ref, ref_norms)) / 8 + reg_grads[j]
+        np.testing.assert_allclose(b - v.numpy(), want, atol=1e-12, err_msg=v.name)
+
+
+def test_data_dependent_losses_are_refused():
+    from lepton_nb.privacy.fast_clipping import DPModelError
+
+    L = tf.keras.layers
+    act = tf.keras.Sequential([tf.keras.Input((4,)), L.Dense(3, activity_regularizer="l2", name="act_reg")])
+    with pytest.raises(DPModelError, match="'act_reg' has an activity_regularizer.*kernel_regularizer are fine"):
+        fc.check_dp_model(act)
+
+    inp = tf.keras.Input((4,))
+    out = L.Dense(3)(inp)
+    model = tf.keras.Model(inp, out)
+    model.add_loss(tf.reduce_mean(out))
+    with pytest.raises(DPModelError, match="adds a loss computed from the data"):
+        fc.check_dp_model(model)
+
+    class Penalized(L.Layer):  # adds a data-dependent loss inside call
+        def call(self, h, training=None):
+            if training or not self.only_training:
+                self.add_loss(tf.reduce_sum(h))
+            return h
+
+    inp = tf.keras.Input((4,))
+    penalized = Penalized(name="penalized")
+    penalized.only_training = False
+    with pytest.raises(DPModelError, match="'penalized' adds a loss computed from the data"):
+        fc.check_dp_model(tf.keras.Model(inp, L.Dense(3)(penalized(inp))))
+
+    inp = tf.keras.Input((4,))
+    penalized = Penalized(name="penalized")
+    penalized.only_training = True  # invisible when the model is built: caught when the step is traced
+    model = tf.keras.Model(inp, L.Dense(3)(penalized(inp)))
+    dp = fc.FastDPModel(model, l2_norm_clip=1.0, noise_multiplier=1.0, expected_batch_size=4)
+    dp.compile(optimizer=tf.keras.optimizers.SGD(0.1),
+               loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    before = model.get_weights()
+    with pytest.raises(DPModelError, match="'penalized' adds a loss computed from the data"):
+        dp.train_on_batch(np.ones((4, 4), np.float32), np.zeros(4, np.int64))
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("strides,padding,size", [(1, "same", 7), (2, "same", 7), (2, "valid", 8), (3, "valid", 9)])
+def test_conv_norms_inside_a_graph_equal_per_example_gradients(strides, padding, size):
+    """Inside tf.function in float32, Conv2D layers with several input channels take the grouped
+    filter-gradient op (oneDNN, where it works here; the property test runs eagerly in float64 on
+    the per-tap path); its norms and clipped sums equal a per-example GradientTape loop, also with
+    a batch size unknown when the graph is traced (Poisson sampling)."""
+    L = tf.keras.layers
+    tf.keras.utils.set_random_seed(5)
+    inp = tf.keras.Input((size, size, 3))
+    h = L.Conv2D(4, 3, strides=strides, padding=padding, activation="tanh", name="c1")(inp)
+    h = L.Conv2D(5, (2, 3), padding=padding, use_bias=False, name="c2")(h)
+    model = tf.keras.Model(inp, L.Dense(3, name="logits")(L.Flatten()(h)))
+    x = np.random.default_rng(2).standard_normal((5, size, size, 3)).astype(np.float32)
+    y = np.array([0, 1, 2, 1, 0])
+    ref = _per_example_reference(model, x, y)
+    ref_norms = np.array([np.sqrt(sum(np.sum(g.astype(np.float64) ** 2) for g in r)) for r in ref])
+    clip = float(np.median(ref_norms))
+    step = tf.function(lambda a, b: fc.clipped_gradient_sum(model, a, b, clip)[:2],
+                       input_signature=[tf.TensorSpec((None, size, size, 3)), tf.TensorSpec((None,), tf.int64)])
+    grads, norms = step(tf.constant(x), tf.constant(y))
+    np.testing.assert_allclose(norms.numpy(), ref_norms, rtol=2e-5)
+    for j, v in enumerate(model.trainable_variables):
+        want = sum(min(1.0, clip / n) * r[j] for r, n in zip(ref, ref_norms))
+        np.testing.assert_allclose(grads[j].numpy(), want, rtol=1e-4, atol=1e-5, err_msg=v.name)
+    # which path ran: on this stack (TF 2.14, Linux x86, oneDNN on by default) the grouped one
+    import os
+
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0":
+        assert fc.grouped_filter_gradients_work("float32")
+
+
+def test_standard_normal_is_standard_normal():
+    """The Box-Muller noise against N(0, 1): Kolmogorov-Smirnov, moments, the tails, and no
+    correlation between the cosine and sine halves; a control (unit-variance uniform noise) fails."""
+    from scipy import stats
+
+    tf.keras.utils.set_random_seed(11)
+    z = fc.standard_normal(400_001).numpy().astype(np.float64)
+    assert z.shape == (400_001,) and np.isfinite(z).all()
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01 and abs(stats.kurtosis(z, fisher=False) - 3) < 0.05
+    assert abs(np.mean(np.abs(z) > 3) - 2 * stats.norm.sf(3)) < 5e-4
+    half = len(z) // 2
+    assert abs(np.corrcoef(z[:half], z[half:2 * half])[0, 1]) < 0.01
+    z64 = fc.standard_normal(100_000, tf.float64).numpy()
+    assert z64.dtype == np.float64 and stats.kstest(z64, "norm").pvalue > 1e-3
+    control = (tf.random.uniform([400_001]).numpy() - 0.5) * np.sqrt(12)
+    assert stats.kstest(control, "norm").pvalue < 1e-6
