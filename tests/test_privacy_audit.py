@@ -233,3 +233,14 @@ def test_lira_needs_shadows_and_scores_members_higher_on_memorising_models(tiny)
     res = mia.evaluate_scores("lira", scores, member, groups=ids, n_boot=200)
     assert res.auc_ci[0] > 0.6
 
+
+
+def test_tpr_bound_is_the_dp_hypothesis_testing_region():
+    fpr = np.array([0.0, 0.001, 0.01, 0.5, 1.0])
+    b = mia.tpr_bound(fpr, 3.0, 1e-5)
+    assert b[1] == pytest.approx(math.exp(3) * 0.001 + 1e-5) and b[-1] == 1.0
+    assert np.all(np.diff(b) >= 0) and np.all(b >= fpr)
+    assert np.allclose(mia.tpr_bound(fpr, 0.0, 0.0), fpr)  # epsilon 0: no attack beats guessing
+    # the advantage bound is the largest TPR - FPR the region allows
+    grid = np.linspace(0, 1, 100_001)
+    assert (mia.tpr_bound(grid, 3.0, 1e-5) - grid).max() == pytest.approx(mia.advantage_bound(3.0, 1e-5), abs=1e-4)

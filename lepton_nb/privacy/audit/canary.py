@@ -37,7 +37,7 @@ that catches broken runs, not an estimate of epsilon: one-run bounds of correct 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -197,8 +197,9 @@ def canary_audit(model_fn: Callable[[], tf.keras.Model], data: Dataset, cfg: Tra
                  runs: Sequence[str] = RUNS) -> dict[str, CanaryRun]:
     """Train ``runs`` with canaries through ``train_dp`` and bound each one's epsilon from below.
 
-    The noise is calibrated to ``target_epsilon`` over ``cfg.epochs`` of Poisson sampling (the
-    product's ``calibrate_noise``); every run claims that epsilon. Canaries: ``canaries`` of norm
+    The runs train on the training examples of ``data_cfg``'s split (its validation hold-out is not
+    evaluated). The noise is calibrated to ``target_epsilon`` over ``cfg.epochs`` of Poisson
+    sampling (the product's ``calibrate_noise``); every run claims that epsilon. Canaries: ``canaries`` of norm
     ``canary_norm * l2_norm_clip``; "in" guesses on the ``k_fraction * canaries`` highest scores.
 
     Returns:
@@ -214,7 +215,10 @@ def canary_audit(model_fn: Callable[[], tf.keras.Model], data: Dataset, cfg: Tra
         raise ValueError(f"unknown runs {sorted(unknown)}: choose from {RUNS}")
     if not 0 < k_fraction <= 0.5:
         raise ValueError(f"k_fraction={k_fraction}: guess 'in' on a fraction in (0, 0.5] of the canaries")
-    n = len(split(data, data_cfg).x_train)
+    examples = split(data, data_cfg)  # the examples the audited runs train on, without the hold-out's evaluation
+    data = replace(data, x_train=examples.x_train, y_train=examples.y_train, x_val=None, y_val=None)
+    data_cfg = replace(data_cfg, validation_fraction=0.0)
+    n = len(examples.x_train)
     b = cfg.batch_size
     sigma = calibrate_noise(target_epsilon, n, b, cfg.epochs, delta)
     claimed = epsilon(n, b, cfg.epochs, sigma, delta)
