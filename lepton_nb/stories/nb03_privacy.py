@@ -400,7 +400,7 @@ def canary_markdown(runs: dict, cfg: PrivacyConfig) -> str:
                      "what really ran." if r.caught else ", NOT above the claim: the audit missed this broken control.")
         parts.append("- " + line)
     return (f"{cfg.canaries:,} Dirac gradient canaries of norm {cfg.canary_norm:g} C, each included with "
-            f"probability 1/2, through `train_dp` itself ({cfg.canary_epochs} epoch, OS-entropy noise and batches); "
+            f"probability 1/2, through `train_dp` itself (epochs: {cfg.canary_epochs}; OS-entropy noise and batches); "
             f"guesses \"in\" on the top quarter of the scores, delta {cfg.canary_delta:g}.\n\n" + "\n".join(parts))
 
 
