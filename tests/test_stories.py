@@ -86,7 +86,7 @@ def test_privacy_canary_audit_prose_and_checks_fail_when_a_control_is_missed():
     assert "the correct run's lower bound 3.100 exceeds its epsilon 2.950" in refuted[0]
     text = nb03_privacy.canary_markdown(_canary_runs(), cfg)
     assert "**BROKEN CONTROL: noise / 10**: claims epsilon 2.95; the audit's 95 % lower bound is **5.06**" in text
-    assert "below the claim, as it must be for a correct run" in text
+    assert "below the claim, as it must be for a correct run" in text and "RDP accountant gives 2.95" in text
     table = nb03_privacy.canary_table(_canary_runs())
     assert list(table["verdict"]) == ["consistent with the claim", "CLAIM REFUTED", "CLAIM REFUTED"]
     headline = nb03_privacy.audit_headline({"lira": {"non-private": SimpleNamespace(

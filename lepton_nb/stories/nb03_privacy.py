@@ -396,8 +396,9 @@ def canary_markdown(runs: dict, cfg: PrivacyConfig) -> str:
                      "loose: the audit is a test that catches broken runs, not an estimate of epsilon."
                      if not r.caught else ", ABOVE its claim: the audit refutes the correct run, which must not happen.")
         else:
-            line += (f", above the claim: the audit refutes it. The accountant gives {r.accounted_epsilon:.3g} for "
-                     "what really ran." if r.caught else ", NOT above the claim: the audit missed this broken control.")
+            line += (f", above the claim: the audit refutes it. For what really ran the product's RDP accountant gives "
+                     f"{r.accounted_epsilon:.3g}." if r.caught
+                     else ", NOT above the claim: the audit missed this broken control.")
         parts.append("- " + line)
     return (f"{cfg.canaries:,} Dirac gradient canaries of norm {cfg.canary_norm:g} C, each included with "
             f"probability 1/2, through `train_dp` itself (epochs: {cfg.canary_epochs}; OS-entropy noise and batches); "
