@@ -19,7 +19,8 @@ claimed epsilon proves the claim false; a correct run's bound stays below it.
   (:func:`canary_optimizer`): it receives FastDPModel's privatized mean gradient, adds each sampled
   canary's clipped gradient divided by B, records the privatized values at the canary coordinates,
   and applies the result with the run's own optimizer. The Gaussian noise is added to the sum, so
-  adding a canary before or after it gives the same number (tested against FastDPModel at noise 0).
+  adding a canary before or after it gives the same number (tested: at noise 0 a canary run
+  differs from the same ``train_dp`` run exactly by the clipped canaries).
 - **Score** of a canary (:func:`score_lr`): the log-likelihood ratio "in" against "out" of the
   *claimed* mechanism (clip C, noise sigma C, rate q) on its coordinate's per-step values, after
   removing the coordinate's median over steps (the real examples' contribution). **Guesses**: "in"
@@ -30,8 +31,12 @@ claimed epsilon proves the claim false; a correct run's bound stays below it.
   :data:`BROKEN_CLIP` trains with clipping off (a clipping norm of :data:`NO_CLIP`, which no
   gradient here reaches) and the same noise std sigma C, so the canaries enter unclipped.
 
-What it covers: the fast path with Poisson sampling (what notebook 03 trains). The audit is a test
-that catches broken runs, not an estimate of epsilon: one-run bounds of correct runs are loose.
+What it covers: the fast path with Poisson sampling (what notebook 03 trains): the noise, its
+randomness, the sampling rate, the division by B and the accounting of the run. A Dirac canary is
+not an input the model can see, so its clipping is the product's rule evaluated here with the run's
+C; errors in the per-example norms of real examples are for the fast-clipping tests to catch. The
+audit is a test that catches broken runs, not an estimate of epsilon: one-run bounds of correct
+runs are loose.
 """
 
 from __future__ import annotations
