@@ -39,6 +39,14 @@ def test_shuffle_is_accounted_without_amplification():
     # honest accounting: shuffled batches get no credit for subsampling
     assert ln.privacy.epsilon(n, b, epochs, sigma, delta, sampling="shuffle") > \
         ln.privacy.epsilon(n, b, epochs, sigma, delta, sampling="poisson")
+    # stated under zero-out (REPLACE_SPECIAL): the same figure as dp_accounting's own accountants for it
+    zero_out = dp_accounting.NeighboringRelation.REPLACE_SPECIAL
+    pld = dp_accounting.pld.PLDAccountant(zero_out, value_discretization_interval=1e-3).compose(ev).get_epsilon(delta)
+    rdp = dp_accounting.rdp.RdpAccountant(neighboring_relation=zero_out).compose(ev).get_epsilon(delta)
+    assert ln.privacy.epsilon(n, b, epochs, sigma, delta, sampling="shuffle") == pytest.approx(min(pld, rdp))
+    # replace-one would double the sensitivity: sigma / 2, a larger epsilon (not what the run claims)
+    assert ln.privacy.epsilon(n, b, epochs, sigma / 2, delta, sampling="shuffle") > \
+        ln.privacy.epsilon(n, b, epochs, sigma, delta, sampling="shuffle")
 
 
 def test_epsilon_grows_with_epochs_and_falls_with_noise():
@@ -118,7 +126,7 @@ def test_poisson_pipeline_samples_each_example_with_probability_q():
 
 
 def test_advantage_bound():
-    from lepton_nb.privacy.audit import advantage_bound
+    from lepton_nb.privacy.audit.mia import advantage_bound
 
     assert advantage_bound(0.0, 0.0) == 0.0
     assert 0 < advantage_bound(1.0, 1e-5) < advantage_bound(3.0, 1e-5) < 1

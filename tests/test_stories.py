@@ -50,13 +50,49 @@ def test_distributed_prose_and_checks_follow_the_measured_gap():
 
 def test_privacy_prose_quotes_the_runs():
     dp = SimpleNamespace(extra={"sampling": "poisson", "l2_norm_clip": 1.0, "noise_multiplier": 1.234, "epsilon": 2.987,
-                                "delta": 1e-5}, report={"accuracy": 0.795}, history={"clipped": [0.4, 0.31]})
+                                "delta": 1e-5, "neighbouring_relation": "add/remove one example",
+                                "randomness": "reproducible, not private (noise and batches follow seed 0)"},
+                         report={"accuracy": 0.795}, history={"clipped": [0.4, 0.31]})
     base = SimpleNamespace(report={"accuracy": 0.862})
     text = nb03_privacy.dp_markdown(dp, base)
-    assert "**79.5 %** test accuracy at epsilon **2.99** (delta 1e-05)" in text and "86.2 %" in text
-    assert "31 % of per-example gradients" in text
+    assert "**79.5 %** test accuracy at epsilon **2.99** (delta 1e-05, add/remove one example)" in text
+    assert "86.2 %" in text and "31 % of per-example gradients" in text
+    assert "Noise and batches: **reproducible, not private" in text
     speed = nb03_privacy.speed_markdown({"fast_vs_nonprivate": 1.42, "stock_vs_nonprivate": 37.2, "stock_vs_fast": 26.2})
     assert "**1.42x**" in speed and "**37.2x**" in speed and "26.2x faster" in speed
+
+
+def _canary_runs(correct_bound=0.2, noise_bound=5.06, clip_bound=5.06):
+    from lepton_nb.privacy.audit import bound, canary
+
+    def run(name, eps):
+        return canary.CanaryRun(name, 2.95, 2.95, bound.AuditBound(eps, 2000, 500, 300, 500, 0, 1e-5, 0.05), 0.74, 1.0,
+                                20.0, "fresh OS entropy (private)")
+
+    return {canary.CORRECT: run(canary.CORRECT, correct_bound), canary.BROKEN_NOISE: run(canary.BROKEN_NOISE, noise_bound),
+            canary.BROKEN_CLIP: run(canary.BROKEN_CLIP, clip_bound)}
+
+
+def test_privacy_canary_audit_prose_and_checks_fail_when_a_control_is_missed():
+    cfg = nb03_privacy.get_config("smoke")  # the canary checks apply in every mode
+    ok = nb03_privacy.quality_failures(cfg, dp=None, budget=None, budget_epsilon=0, sched=None, audit={},
+                                       canary_runs=_canary_runs())
+    assert ok == []
+    missed = nb03_privacy.quality_failures(cfg, dp=None, budget=None, budget_epsilon=0, sched=None, audit={},
+                                           canary_runs=_canary_runs(noise_bound=2.9))
+    assert missed == ["canary audit missed BROKEN CONTROL: noise / 10: lower bound 2.900 <= claimed 2.950"]
+    refuted = nb03_privacy.quality_failures(cfg, dp=None, budget=None, budget_epsilon=0, sched=None, audit={},
+                                            canary_runs=_canary_runs(correct_bound=3.1))
+    assert "the correct run's lower bound 3.100 exceeds its epsilon 2.950" in refuted[0]
+    text = nb03_privacy.canary_markdown(_canary_runs(), cfg)
+    assert "**BROKEN CONTROL: noise / 10**: claims epsilon 2.95; the audit's 95 % lower bound is **5.06**" in text
+    assert "below the claim, as it must be for a correct run" in text and "RDP accountant gives 2.95" in text
+    table = nb03_privacy.canary_table(_canary_runs())
+    assert list(table["verdict"]) == ["consistent with the claim", "CLAIM REFUTED", "CLAIM REFUTED"]
+    headline = nb03_privacy.audit_headline({"lira": {"non-private": SimpleNamespace(
+        tpr_at_fpr={0.001: {"tpr": 0.047}})}}, _canary_runs())
+    assert headline["canary audit, BROKEN CONTROL: no clipping: 95 % lower bound on epsilon (claims 2.95)"] == 5.06
+    assert headline["LiRA TPR % at 0.1 % FPR, non-private models"] == 4.7
 
 
 def test_federated_quality_floors():

@@ -48,6 +48,7 @@ def pipeline(
     cache: bool = True,
     repeat: bool = False,
     seed: int = 0,
+    shuffle_buffer: int | None = None,
 ) -> "tf.data.Dataset":
     """A tf.data pipeline: (cache) -> shuffle -> batch -> augment -> prefetch.
 
@@ -57,6 +58,9 @@ def pipeline(
         drop_remainder: drop the last partial batch (needed where every batch must have the
             same size, e.g. DP microbatches or TPUs).
         repeat: repeat forever (then pass ``steps_per_epoch`` to Keras).
+        shuffle_buffer: tf.data's shuffle buffer; ``None``: ``min(N, 10_000)``, a uniformly random
+            order only when N <= 10,000 (above, examples move about a buffer's length). ``N`` gives
+            a uniformly random permutation each pass, at the memory of a copy of the data.
 
     Returns:
         A dataset of ``(images, labels)`` batches (or images), images float32 (B, H, W, C).
@@ -77,7 +81,10 @@ def pipeline(
     if cache:
         ds = ds.cache()
     if shuffle:
-        ds = ds.shuffle(min(len(x), 10_000), seed=seed, reshuffle_each_iteration=True)
+        buffer = min(len(x), 10_000) if shuffle_buffer is None else shuffle_buffer
+        if buffer < 1:
+            raise ValueError(f"shuffle_buffer={shuffle_buffer}: use a positive buffer (N for a full permutation)")
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)

@@ -4,10 +4,13 @@
   :mod:`~lepton_nb.privacy.fast_clipping`) or the stock path (tensorflow-privacy's DP-Keras
   optimizers, :mod:`~lepton_nb.privacy.optimizers`), with Poisson or shuffle sampling
   (:mod:`~lepton_nb.privacy.sampling`), through the one training core (:func:`lepton_nb.training.fit`).
+  Private by default: its noise and batches come from fresh OS entropy; ``DPSGDConfig(reproducible=True)``
+  is the labelled, not private, opt-in.
 - :func:`epsilon`, :func:`calibrate_noise`: dp_accounting (RDP and PLD) for the sampling used
   (:mod:`~lepton_nb.privacy.accounting`).
 - :class:`PrivacyBudget` (:mod:`~lepton_nb.privacy.budget`), noise schedules
-  (:mod:`~lepton_nb.privacy.schedules`), membership-inference audit (:mod:`~lepton_nb.privacy.audit`),
+  (:mod:`~lepton_nb.privacy.schedules`), audits (:mod:`~lepton_nb.privacy.audit`: the one-run canary
+  audit's epsilon lower bound, membership inference with tensorflow-privacy's ``privacy_tests``),
   epoch times of the paths (:mod:`~lepton_nb.privacy.speed`), figures
   (:mod:`~lepton_nb.privacy.plotting`), settings (:class:`DPSGDConfig`, :mod:`~lepton_nb.privacy.settings`).
 

@@ -6,17 +6,29 @@ Two samplings are accounted, matching the two input pipelines of :mod:`lepton_nb
   (variable batch sizes). Each step is a Poisson-subsampled Gaussian mechanism; this is the
   setting of Abadi et al. 2016 and the only one for which amplification by subsampling is proven
   for DP-SGD. ``ceil(N / B)`` steps make one epoch.
-- ``"shuffle"``: a fresh permutation cut into fixed batches each epoch, every example in exactly
-  one step per epoch. No amplification is assumed (an example's single step per epoch is a plain
-  Gaussian mechanism), which is tensorflow-privacy's own "each example occurring once per epoch"
-  figure in ``compute_dp_sgd_privacy_statement``. Quoting the Poisson figure for shuffled batches
-  is the common, unproven shortcut (Chua et al. 2024, "How Private are DP-SGD Implementations?",
-  show it can understate epsilon); we never do it.
+- ``"shuffle"``: a fresh, uniformly random permutation each epoch cut into fixed batches of B,
+  the last partial batch dropped, so every example enters at most one step per epoch. Its epsilon
+  is stated under the **zero-out** neighbouring relation: two datasets differ by one example
+  replaced with a "null" example whose gradient is zero (Kairouz et al. 2021, "Practical and
+  Private (Deep) Learning without Sampling or Shuffling", Def. 1.1; dp_accounting's
+  ``NeighboringRelation.REPLACE_SPECIAL``). Why one Gaussian per epoch is the bound: for any fixed
+  order, the two runs differ in at most one clipped gradient per epoch (the step that holds that
+  example), at L2 distance at most C, under noise of std sigma C; so each epoch is one Gaussian
+  mechanism with multiplier sigma, and E epochs compose to E of them. That holds for every order,
+  hence for any mixture of orders: it uses neither the randomness nor the secrecy of the
+  permutation and claims no amplification by shuffling. It is *not* an add/remove guarantee
+  (adding an example shifts the fixed batch boundaries and can change the number of steps), and
+  under replace-one (sensitivity 2C) the same run would be accounted with sigma / 2. This is
+  tensorflow-privacy's own "each example occurring once per epoch" figure in
+  ``compute_dp_sgd_privacy_statement``. Quoting the Poisson figure for shuffled batches is the
+  common, unproven shortcut (Chua et al. 2024, "How Private are DP-SGD Implementations?", show it
+  can understate epsilon); we never do it.
 
-Adjacency is add-or-remove-one example, with one example per microbatch (the fast path and the
-stock path with ``num_microbatches == batch_size``). Microbatches of more than one example double
-the sensitivity (tensorflow-privacy's ``used_microbatching``), which :func:`dp_event` accounts by
-halving the effective noise multiplier.
+Poisson sampling is accounted under add-or-remove-one example, with one example per microbatch
+(the fast path and the stock path with ``num_microbatches == batch_size``).
+:func:`neighbouring_relation` names the relation of each sampling. Microbatches of more than one
+example double the sensitivity (tensorflow-privacy's ``used_microbatching``), which
+:func:`dp_event` accounts by halving the effective noise multiplier.
 
 Epsilon is the smaller of the RDP bound (Mironov 2017; Mironov, Talwar, Zhang 2019) and the PLD
 bound (Meiser & Mohammadi 2018; Koskela et al. 2020; pessimistic discretization, so still an upper
@@ -39,6 +51,7 @@ __all__ = [
     "dp_event",
     "epsilon",
     "epsilon_for_schedule",
+    "neighbouring_relation",
     "smallest_meeting",
     "steps_per_epoch",
     "validate",
@@ -52,6 +65,18 @@ PLD_DISCRETIZATION = 1e-3
 
 class PrivacyError(SettingsError):
     """A DP setting is unusable; the message names the setting and how to fix it."""
+
+
+#: The neighbouring relation each sampling's epsilon is stated under (module docstring).
+RELATIONS = {"poisson": "add/remove one example",
+             "shuffle": "zero-out (one example replaced by a zero-gradient example)"}
+
+
+def neighbouring_relation(sampling: Sampling) -> str:
+    """The neighbouring relation an epsilon of ``sampling`` is stated under, in words."""
+    if sampling not in RELATIONS:
+        raise PrivacyError(f"sampling={sampling!r}: choose 'poisson' or 'shuffle'")
+    return RELATIONS[sampling]
 
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
@@ -135,16 +160,20 @@ def dp_event(num_examples: int, batch_size: int, epochs: int | float, noise_mult
     return dpa.ComposedDpEvent([one(s, n) for s, n in runs])
 
 
-def _epsilon_of_event(event, delta: float, accountant: Accountant, discretization: float = PLD_DISCRETIZATION
-                      ) -> float:
+def _epsilon_of_event(event, delta: float, accountant: Accountant, discretization: float = PLD_DISCRETIZATION,
+                      *, sampling: Sampling = "poisson") -> float:
+    """Epsilon of ``event`` under the neighbouring relation of ``sampling`` (add/remove or zero-out)."""
+    import dp_accounting as dpa
     from dp_accounting import pld, rdp
 
+    relation = (dpa.NeighboringRelation.REPLACE_SPECIAL if sampling == "shuffle"
+                else dpa.NeighboringRelation.ADD_OR_REMOVE_ONE)
     out = []
     if accountant in ("best", "rdp"):
-        out.append(rdp.RdpAccountant().compose(event).get_epsilon(delta))
+        out.append(rdp.RdpAccountant(neighboring_relation=relation).compose(event).get_epsilon(delta))
     if accountant in ("best", "pld"):
-        out.append(pld.PLDAccountant(value_discretization_interval=discretization).compose(event)
-                   .get_epsilon(delta))
+        out.append(pld.PLDAccountant(neighboring_relation=relation, value_discretization_interval=discretization)
+                   .compose(event).get_epsilon(delta))
     return float(min(out))
 
 
@@ -163,7 +192,8 @@ def epsilon(num_examples: int, batch_size: int, epochs: int | float, noise_multi
         accountant: "best" (min of RDP and PLD), "rdp" or "pld".
 
     Returns:
-        Epsilon (add-or-remove-one adjacency); ``inf`` when ``noise_multiplier == 0``.
+        Epsilon under the sampling's neighbouring relation (:func:`neighbouring_relation`:
+        add/remove for Poisson, zero-out for shuffle); ``inf`` when ``noise_multiplier == 0``.
 
     Raises:
         PrivacyError: for impossible settings (see :func:`validate`).
@@ -172,7 +202,8 @@ def epsilon(num_examples: int, batch_size: int, epochs: int | float, noise_multi
     if noise_multiplier == 0:
         return math.inf
     return _epsilon_of_event(dp_event(num_examples, batch_size, epochs, noise_multiplier, sampling=sampling,
-                                      examples_per_microbatch=examples_per_microbatch), delta, accountant)
+                                      examples_per_microbatch=examples_per_microbatch), delta, accountant,
+                             sampling=sampling)
 
 
 def epsilon_for_schedule(num_examples: int, batch_size: int, noise_multipliers: Sequence[float], delta: float,
@@ -188,7 +219,8 @@ def epsilon_for_schedule(num_examples: int, batch_size: int, noise_multipliers: 
     validate(num_examples, batch_size, len(sig), min(sig), delta, sampling=sampling)
     if min(sig) == 0:
         return math.inf
-    return _epsilon_of_event(dp_event(num_examples, batch_size, len(sig), sig, sampling=sampling), delta, accountant)
+    return _epsilon_of_event(dp_event(num_examples, batch_size, len(sig), sig, sampling=sampling), delta, accountant,
+                             sampling=sampling)
 
 
 def smallest_meeting(eps_of, target_epsilon: float, *, accountant: Accountant = "best", tolerance: float = 1e-3,
@@ -259,7 +291,7 @@ def calibrate_noise(target_epsilon: float, num_examples: int, batch_size: int, e
         if sigma == 0:
             return math.inf
         return _epsilon_of_event(dp_event(num_examples, batch_size, epochs, sigma, sampling=sampling), delta, acc,
-                                 disc)
+                                 disc, sampling=sampling)
 
     sigma = smallest_meeting(eps_of, target_epsilon, accountant=accountant, tolerance=tolerance, max_value=max_noise)
     if sigma is None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from lepton_nb.plotting import Figure
 
-__all__ = ["audit_roc", "budget_curve", "privacy_utility", "schedule", "speed"]
+__all__ = ["budget_curve", "canary_audit", "mia_roc", "privacy_utility", "schedule", "speed"]
 
 
 def privacy_utility(epsilons: Sequence[float], accuracies: Sequence[float], *, nonprivate: float | None = None,
@@ -60,21 +60,63 @@ def schedule(runs: Mapping[str, Mapping[str, Sequence[float]]]) -> Figure:
     return fig
 
 
-def audit_roc(results: Mapping[str, Mapping[str, object]]) -> Figure:
-    """ROC curves of the membership attacks, one panel per attack, one line per model.
+def mia_roc(results: Mapping[str, object], *, bound: tuple[np.ndarray, np.ndarray, str] | None = None) -> Figure:
+    """ROC curves of membership attacks on log-log axes (where TPR at low FPR shows), one line each.
 
-    ``results`` maps a model name to :func:`lepton_nb.privacy.audit.membership_attacks`' output.
+    ``results`` maps a label to a :class:`lepton_nb.privacy.audit.mia.MIAResult` (its ``fpr``,
+    ``tpr``, ``auc`` and ``tpr_at_fpr``); the held-out TPR at each target FPR is marked with its
+    interval. ``bound``: ``(fpr, tpr, label)``, the most a DP guarantee lets any attack reach
+    (:func:`lepton_nb.privacy.audit.mia.tpr_bound`), drawn dashed.
     """
-    attacks = list(next(iter(results.values())))
-    fig = Figure(figsize=(4.2 * len(attacks), 3.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(attacks)))
-    for ax, attack in zip(axes, attacks):
-        for i, (model, res) in enumerate(results.items()):
-            r = res[attack]
-            ax.plot(r.fpr, r.tpr, color=f"C{i}", label=f"{model}: AUC {r.auc:.3f}, adv {r.advantage:.3f}")
-        ax.plot([0, 1], [0, 1], color="grey", ls=":")
-        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{attack} attack")
-        ax.legend(fontsize=7, loc="lower right")
+    fig = Figure(figsize=(5.8, 4.4), layout="constrained")
+    ax = fig.subplots()
+    floor = 1e-4
+    for i, (label, r) in enumerate(results.items()):
+        ax.plot(np.maximum(r.fpr, floor), np.maximum(r.tpr, floor), color=f"C{i}", lw=1.2,
+                label=f"{label}: AUC {r.auc:.3f}")
+        for f, t in r.tpr_at_fpr.items():
+            lo, hi = t["tpr_ci"]
+            ax.errorbar(max(t["fpr"], floor), max(t["tpr"], floor), yerr=[[max(t["tpr"] - lo, 0)], [max(hi - t["tpr"], 0)]],
+                        fmt="o", color=f"C{i}", ms=4, capsize=2)
+    grid = np.logspace(-4, 0, 100)
+    ax.plot(grid, grid, color="grey", ls=":", label="chance")
+    if bound is not None:
+        ax.plot(np.maximum(bound[0], floor), np.maximum(bound[1], floor), color="red", ls="--", lw=0.9, label=bound[2])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set(xlim=(floor, 1), ylim=(floor, 1.05), xlabel="false positive rate", ylabel="true positive rate",
+           title="membership inference (dots: held-out TPR at 0.1 % and 1 % FPR, 95 % CI)")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def canary_audit(runs: Mapping[str, Mapping[str, float]]) -> Figure:
+    """Claimed epsilon against the audit's 95 % lower bound, one pair of bars per run.
+
+    ``runs`` maps a run name to ``{"claimed_epsilon", "lower_bound"}``; runs whose name starts with
+    "BROKEN CONTROL" are hatched and labelled so. A bound above the claim refutes the claim.
+    """
+    names = list(runs)
+    fig = Figure(figsize=(7.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(names))
+    for i, name in enumerate(names):
+        broken = name.startswith("BROKEN CONTROL")
+        r = runs[name]
+        ax.bar(i - 0.2, r["claimed_epsilon"], 0.38, color="C0", label="claimed epsilon")
+        ax.bar(i + 0.2, r["lower_bound"], 0.38, color="C3" if broken else "C2", hatch="//" if broken else None,
+               edgecolor="black" if broken else None,
+               label="95 % lower bound, BROKEN CONTROL" if broken else "95 % lower bound")
+        ax.text(i + 0.2, r["lower_bound"], f"{r['lower_bound']:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.text(i - 0.2, r["claimed_epsilon"], f"{r['claimed_epsilon']:.2f}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [n.replace(": ", ":\n") for n in names], fontsize=8)
+    ax.set(ylabel="epsilon", title="one-run canary audit: a bound above the claim refutes it")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))  # one entry per kind of bar
+    ax.legend(unique.values(), unique.keys(), fontsize=7, loc="upper left")
+    ax.set_ylim(top=max(max(r["claimed_epsilon"], r["lower_bound"]) for r in runs.values()) * 1.25)
     return fig
 
 

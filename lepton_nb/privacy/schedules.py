@@ -62,7 +62,7 @@ def scale_to_epsilon(shape: Sequence[float], target_epsilon: float, num_examples
         if f == 0:
             return math.inf
         ev = dp_event(num_examples, batch_size, len(shape), [f * s for s in shape], sampling=sampling)
-        return _epsilon_of_event(ev, delta, acc, disc)
+        return _epsilon_of_event(ev, delta, acc, disc, sampling=sampling)
 
     factor = smallest_meeting(eps_of, target_epsilon, tolerance=tolerance, max_value=1e3)
     if factor is None:

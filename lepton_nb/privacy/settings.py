@@ -33,6 +33,13 @@ class DPSGDConfig:
         num_microbatches: stock path only; ``None`` = the batch size (one example per
             microbatch). Fewer microbatches are accounted with doubled sensitivity.
         accountant: "best" (min of RDP and PLD), "rdp" or "pld".
+        reproducible: ``False`` (the default, private): the noise and the sampled batches are
+            drawn from fresh OS entropy in every run (as Opacus' ``secure_mode``), so nobody can
+            regenerate them from the code or a seed. ``True`` is an explicit opt-in for tests and
+            demonstrations: they follow ``TrainConfig.seed`` and the run repeats exactly, and its
+            result says "reproducible, not private" (whoever knows the seed recomputes the noise,
+            which voids the guarantee). Model initialisation is seeded by ``TrainConfig.seed`` either
+            way (it is not part of the mechanism).
     """
 
     l2_norm_clip: float = 1.0
@@ -43,6 +50,7 @@ class DPSGDConfig:
     path: Literal["fast", "stock"] = "fast"
     num_microbatches: int | None = None
     accountant: Literal["best", "rdp", "pld"] = "best"
+    reproducible: bool = False
 
     def __post_init__(self) -> None:
         if not self.l2_norm_clip > 0:
@@ -67,3 +75,6 @@ class DPSGDConfig:
             raise PrivacyError("DPSGDConfig.num_microbatches applies to path='stock' only and must be >= 1")
         if self.accountant not in ("best", "rdp", "pld"):
             raise PrivacyError(f"DPSGDConfig.accountant={self.accountant!r}: choose 'best', 'rdp' or 'pld'")
+        if not isinstance(self.reproducible, bool):
+            raise PrivacyError(f"DPSGDConfig.reproducible={self.reproducible!r}: must be True or False (False, the "
+                               "default, draws noise and batches from OS entropy)")

@@ -1,8 +1,9 @@
 """Notebook 03, differential privacy: its settings, its experiments and the prose from their numbers.
 
 The core is :mod:`lepton_nb.privacy` (DP-SGD on the fast or stock path, accounting, budget,
-schedules, audit); this module runs the comparisons notebook 03 shows and says what they mean,
-every number taken from the run.
+schedules, audits); this module runs the comparisons notebook 03 shows and says what they mean,
+every number taken from the run. (A little over 400 lines: one notebook's settings, runs, tables,
+prose and checks, which belong together.)
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from lepton_nb.privacy.accounting import epsilon, steps_per_epoch
 from lepton_nb.privacy.settings import DPSGDConfig
 from lepton_nb.settings import DP_CNN, DP_CNN_NO_NORM, CNNConfig, DataConfig, Mode, TrainConfig, by_mode
 
-__all__ = ["PrivacyConfig", "SECTION", "accounting_markdown", "audit_markdown", "audit_models", "audit_table",
-           "budget_markdown", "dp_markdown", "epsilon_table", "get_config", "privacy_utility", "quality_failures",
-           "schedule_markdown", "speed_markdown", "training_examples"]
+__all__ = ["PrivacyConfig", "SECTION", "accounting_markdown", "audit_headline", "audit_records", "budget_markdown",
+           "canary_markdown", "canary_table", "dp_markdown", "epsilon_table", "get_config", "membership_audit",
+           "dp_roc_bound", "mia_curves", "mia_markdown", "mia_table", "privacy_tests_table", "privacy_utility", "quality_failures",
+           "run_canary_audit", "schedule_markdown", "speed_markdown", "training_examples"]
 
 SECTION = "03_differential_privacy"
 
@@ -38,8 +40,19 @@ class PrivacyConfig:
             ``dp.target_epsilon``.
         budget_epochs: the budget-callback demo's budget is the epsilon that this many epochs at
             the main run's noise cost; the demo plans ``train.epochs`` and must stop earlier.
-        audit_examples: members (training examples) of the audit models; as many non-members.
-        audit_epochs: epochs of the audited models (long, so the non-private one overfits).
+        lira_pool: examples drawn from the training split for LiRA; each of ``lira_models``
+            models trains on a random half of them for ``lira_epochs`` epochs (batch
+            ``lira_batch``), long enough for a non-private model to memorise.
+        lira_dp: also run LiRA on a family of DP models (at ``dp.target_epsilon``), which doubles
+            that cost; without it the DP evidence is the canary audit.
+        canaries: Dirac gradient canaries of the one-run audit, on the largest kernel; "in"
+            guesses on the top quarter.
+        canary_norm: the canaries' gradient norm in units of the clipping norm (a correct run
+            clips it to C; the no-clipping control lets it through).
+        canary_epochs: epochs of each audited run (one suffices: an included canary is sampled
+            at least once with probability 1 - e^-1 per epoch).
+        canary_epsilon, canary_delta: the epsilon the audited runs are calibrated to and claim,
+            and the delta of the claim and of the bound.
         speed_examples: examples of the speed comparison of the paths (one timed epoch each).
         speed_batch: batch size of that comparison. The stock path's memory grows with the square
             of the batch (tensorflow-privacy takes the Jacobian of the per-example losses through
@@ -59,8 +72,16 @@ class PrivacyConfig:
     epsilons: tuple[float, ...] = (1.0, 3.0, 8.0)
     schedule: tuple[float, float] = (2.0, 1.0)
     budget_epochs: int = 4
-    audit_examples: int = 1000
-    audit_epochs: int = 25
+    lira_pool: int = 1000
+    lira_models: int = 4
+    lira_epochs: int = 15
+    lira_batch: int = 50
+    lira_dp: bool = False
+    canaries: int = 2000
+    canary_norm: float = 100.0
+    canary_epochs: int = 1
+    canary_epsilon: float = 3.0
+    canary_delta: float = 1e-5
     speed_examples: int = 1280
     speed_batch: int = 64
     speed_stock_steps: int = 5
@@ -73,9 +94,10 @@ def _smoke() -> PrivacyConfig:
         model=CNNConfig(filters=4, depth=1, norm="group", activation="tanh", dense_units=16),
         train=TrainConfig(epochs=2, batch_size=64, learning_rate=2e-3, early_stopping_patience=None,
                           verbose=0, tensorboard=False),
-        dp=DPSGDConfig(noise_multiplier=None, target_epsilon=8.0, delta=1e-4),
-        epsilons=(8.0,), budget_epochs=1, audit_examples=120, audit_epochs=2, speed_examples=128,
-        speed_batch=32, min_dp_accuracy=None)
+        # smoke runs opt in to reproducible noise and batches: labelled "reproducible, not private"
+        dp=DPSGDConfig(noise_multiplier=None, target_epsilon=8.0, delta=1e-4, reproducible=True),
+        epsilons=(8.0,), budget_epochs=1, lira_pool=200, lira_models=3, lira_epochs=2, canaries=1000,
+        speed_examples=128, speed_batch=32, min_dp_accuracy=None)
 
 
 def _full() -> PrivacyConfig:
@@ -85,8 +107,8 @@ def _full() -> PrivacyConfig:
         data=DataConfig(full=True, validation_fraction=0.05),
         model=DP_CNN_NO_NORM,
         train=TrainConfig(epochs=40, batch_size=1024, learning_rate=3e-3, early_stopping_patience=None, verbose=2),
-        epsilons=(1.0, 3.0, 8.0), budget_epochs=10, audit_examples=5000, audit_epochs=40, speed_examples=6400,
-        min_dp_accuracy=85.0)
+        epsilons=(1.0, 3.0, 8.0), budget_epochs=10, lira_pool=4000, lira_models=8, lira_epochs=30, lira_dp=True,
+        canaries=5000, speed_examples=6400, min_dp_accuracy=85.0)
 
 
 def get_config(mode: Mode | None = None) -> PrivacyConfig:
@@ -105,8 +127,9 @@ def epsilon_table(num_examples: int, batch_size: int, epochs: int, noise_multipl
                   delta: float):
     """Epsilon by accountant and sampling for each noise multiplier, as a pandas DataFrame.
 
-    Columns: Poisson with RDP, Poisson with PLD, Poisson reported (the smaller), and shuffle
-    (no amplification). Rows: noise multipliers.
+    Columns: Poisson with RDP, Poisson with PLD, Poisson reported (the smaller; add/remove one
+    example), and shuffle (one Gaussian per epoch, no amplification, zero-out relation). Rows:
+    noise multipliers.
     """
     import pandas as pd
 
@@ -117,7 +140,7 @@ def epsilon_table(num_examples: int, batch_size: int, epochs: int, noise_multipl
             "poisson RDP": epsilon(num_examples, batch_size, epochs, s, delta, "poisson", accountant="rdp"),
             "poisson PLD": epsilon(num_examples, batch_size, epochs, s, delta, "poisson", accountant="pld"),
             "poisson (reported)": epsilon(num_examples, batch_size, epochs, s, delta, "poisson"),
-            "shuffle (no amplification)": epsilon(num_examples, batch_size, epochs, s, delta, "shuffle"),
+            "shuffle (zero-out, no amplification)": epsilon(num_examples, batch_size, epochs, s, delta, "shuffle"),
         })
     df = pd.DataFrame(rows).set_index("noise_multiplier").round(3)
     df.attrs["steps"] = epochs * steps_per_epoch(num_examples, batch_size)
@@ -141,49 +164,155 @@ def privacy_utility(model_fn: Callable, data: Dataset, dp: DPSGDConfig, train: T
     return {e: out[e] for e in sorted(out)}
 
 
-def audit_models(model_fn: Callable, data: Dataset, dp: DPSGDConfig, *, members: int, epochs: int, batch_size: int = 50,
-                 learning_rate: float = 2e-3, seed: int = 0) -> dict:
-    """Train a non-private and a DP model on the same ``members`` examples, attack both.
+def membership_audit(model_fn: Callable, data: Dataset, cfg: PrivacyConfig, *, base, dp) -> dict:
+    """Membership inference on the notebook's own models and LiRA on shadow-model families.
 
-    Both train for ``epochs`` epochs without early stopping (so the non-private one can
-    memorise); non-members come from the test split. The DP model's noise is calibrated to
-    ``dp.target_epsilon`` over those epochs.
+    - ``single``: the loss threshold (scores from ``privacy_tests``) on ``base`` (non-private) and
+      ``dp`` (the main DP run), members = the examples they trained on, non-members = the test
+      split, evaluated with held-out thresholds (:func:`lepton_nb.privacy.audit.mia.evaluate_scores`);
+      ``privacy_tests``: the library's ``run_attacks`` table for the same two models.
+    - ``lira``: ``cfg.lira_models`` non-private models (and DP ones when ``cfg.lira_dp``), each on a
+      random half of ``cfg.lira_pool`` examples of the training split (the test split is never
+      seen), every model the target once (Carlini et al. 2022).
 
     Returns:
-        ``{"nonprivate": {...}, "dp": {...}}`` each with ``attacks`` (name -> AttackResult),
-        ``accuracy`` (test) and, for DP, ``epsilon`` and ``advantage_bound``.
+        ``{"single", "privacy_tests", "lira", "epsilon", "advantage_bound", "seconds"}``.
     """
-    from lepton_nb.data import stratified_subset
-    from lepton_nb.privacy.audit import advantage_bound, membership_attacks
+    import itertools
+    import time
+
+    from lepton_nb.privacy.accounting import calibrate_noise
+    from lepton_nb.privacy.audit import mia
     from lepton_nb.privacy.train import train_dp
-    from lepton_nb.training import train
+    from lepton_nb.training import split, train
 
-    sub = stratified_subset(data, members, min(len(data.y_test), max(members, 200)), seed=seed)
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, early_stopping_patience=None,
-                      verbose=0, tensorboard=False, seed=seed)
+    t0 = time.perf_counter()
+    examples = split(data, cfg.data)
+    single, library = {}, {}
+    for label, r in (("non-private", base), ("DP", dp)):
+        logits_in, logits_out = mia.logits_of(r.model, examples.x_train), mia.logits_of(r.model, data.x_test)
+        scores = mia.loss_scores(np.concatenate([logits_in, logits_out]), np.concatenate([examples.y_train, data.y_test]))
+        member = np.r_[np.ones(len(logits_in), bool), np.zeros(len(logits_out), bool)]
+        single[label] = mia.evaluate_scores(f"{label}, loss threshold", scores, member)
+        library[label] = mia.privacy_tests_attacks(logits_in, examples.y_train, logits_out, data.y_test)
+
+    pool = np.random.default_rng(0).choice(len(examples.x_train), cfg.lira_pool, replace=False)
+    x, y = examples.x_train[pool], examples.y_train[pool]
+    lira_cfg = TrainConfig(epochs=cfg.lira_epochs, batch_size=cfg.lira_batch, learning_rate=2e-3,
+                           early_stopping_patience=None, verbose=0, tensorboard=False)
     no_val = DataConfig(validation_fraction=0.0)
-    plain = train(model_fn, sub, cfg, data_cfg=no_val, name="audit_nonprivate")
-    private = train_dp(model_fn, sub, replace(dp, noise_multiplier=None), cfg, data_cfg=no_val, name="audit_dp")
-    out = {}
-    for name, r in (("nonprivate", plain), ("dp", private)):
-        attacks = membership_attacks(r.model, sub.x_train, sub.y_train, sub.x_test, sub.y_test, seed=seed)
-        out[name] = {"attacks": attacks, "accuracy": round(100 * r.report["accuracy"], 2)}
-    out["dp"]["epsilon"] = private.extra["epsilon"]
-    out["dp"]["advantage_bound"] = round(advantage_bound(private.extra["epsilon"], dp.delta), 4)
-    return out
+    seeds = itertools.count()  # each model its own initialisation and order
+
+    def nonprivate(x_in, y_in):
+        k = next(seeds)
+        return train(model_fn, replace(data, x_train=x_in, y_train=y_in), replace(lira_cfg, seed=k), data_cfg=no_val,
+                     evaluate_test=False, name=f"lira_nonprivate_{k}").model
+
+    families = {"non-private": nonprivate}
+    if cfg.lira_dp:
+        sigma = calibrate_noise(cfg.dp.target_epsilon, cfg.lira_pool // 2, cfg.lira_batch, cfg.lira_epochs,
+                                cfg.dp.delta)
+
+        def private(x_in, y_in):
+            k = next(seeds)
+            return train_dp(model_fn, replace(data, x_train=x_in, y_train=y_in),
+                            replace(cfg.dp, noise_multiplier=sigma, target_epsilon=None), replace(lira_cfg, seed=k),
+                            data_cfg=no_val, evaluate_test=False, name=f"lira_dp_{k}").model
+
+        families["DP"] = private
+    lira = {}
+    for family, train_fn in families.items():
+        scores, member, ids = mia.lira(train_fn, x, y, models=cfg.lira_models, seed=0)
+        lira[family] = mia.evaluate_scores(f"{family}, LiRA", scores, member, groups=ids)
+    return {"single": single, "privacy_tests": library, "lira": lira, "epsilon": dp.extra["epsilon"],
+            "advantage_bound": mia.advantage_bound(dp.extra["epsilon"], cfg.dp.delta),
+            "seconds": time.perf_counter() - t0}
 
 
-def audit_table(audit: dict):
-    """AUC and advantage per model and attack, with test accuracy and the DP bound (DataFrame)."""
+def _ci(value: float, ci: Sequence[float], pct: bool = False) -> str:
+    f = (lambda v: f"{100 * v:.2f}") if pct else (lambda v: f"{v:.3f}")  # noqa: E731
+    return f"{f(value)} [{f(ci[0])}, {f(ci[1])}]"
+
+
+def mia_table(audit: dict):
+    """Held-out figures per model and attack, 95 % intervals in brackets (DataFrame)."""
     import pandas as pd
 
     rows = []
-    for model, r in audit.items():
-        for attack, res in r["attacks"].items():
-            rows.append({"model": model, "attack": attack, "AUC": round(res.auc, 3), "advantage": round(res.advantage, 3),
-                         "test accuracy %": r["accuracy"], "epsilon": r.get("epsilon", np.inf),
-                         "DP advantage bound": r.get("advantage_bound", 1.0)})
-    return pd.DataFrame(rows).set_index(["model", "attack"])
+    for label, r in mia_curves(audit).items():
+        row = {"models, attack": label, "AUC": _ci(r.auc, r.auc_ci), "advantage": _ci(r.advantage, r.advantage_ci)}
+        for f, t in r.tpr_at_fpr.items():
+            row[f"TPR % at {100 * f:g} % FPR (FPR reached)"] = (f"{_ci(t['tpr'], t['tpr_ci'], pct=True)} "
+                                                              f"({100 * t['fpr']:.2f})")
+        row["held-out members / non-members"] = f"{r.n_eval[0]:,} / {r.n_eval[1]:,}"
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("models, attack")
+
+
+def privacy_tests_table(audit: dict):
+    """tensorflow-privacy's own ``run_attacks`` figures per model (thresholds on the reported scores)."""
+    import pandas as pd
+
+    return pd.concat(audit["privacy_tests"], names=["model"]).round(3)
+
+
+def mia_curves(audit: dict) -> dict:
+    """``{label: MIAResult}`` of every attack in :func:`membership_audit`, for tables and the ROC figure."""
+    return {**{f"{model} model, loss threshold": r for model, r in audit["single"].items()},
+            **{f"{family} models, LiRA": r for family, r in audit["lira"].items()}}
+
+
+def dp_roc_bound(audit: dict, cfg: PrivacyConfig) -> tuple:
+    """``(fpr, tpr, label)``: the most the DP model's (epsilon, delta) lets any attack reach, for the figure."""
+    from lepton_nb.privacy.audit.mia import tpr_bound
+
+    fpr = np.logspace(-4, 0, 200)
+    return (fpr, tpr_bound(fpr, audit["epsilon"], cfg.dp.delta),
+            f"most any attack reaches on the DP model (epsilon {audit['epsilon']:.2f})")
+
+
+def audit_records(audit: dict, canary_runs: dict) -> dict:
+    """What summary.json keeps of the audits: every figure, the BROKEN CONTROL runs labelled, the seconds."""
+    return {"membership_inference": {label: r.summary() for label, r in mia_curves(audit).items()}
+            | {"dp_epsilon": audit["epsilon"], "dp_advantage_bound": round(audit["advantage_bound"], 4)},
+            "canary_audit": {name: r.summary() for name, r in canary_runs.items()},
+            "audit_seconds": {"membership_inference": round(audit["seconds"], 1),
+                              "canary_audit": round(sum(r.seconds for r in canary_runs.values()), 1)}}
+
+
+def audit_headline(audit: dict, canary_runs: dict) -> dict:
+    """Headline figures: each audited run's 95 % lower bound beside the epsilon it claims, LiRA's TPR."""
+    out = {f"canary audit, {name}: 95 % lower bound on epsilon (claims {r.claimed_epsilon:.2f})":
+           round(r.bound.epsilon, 3) for name, r in canary_runs.items()}
+    t = audit["lira"]["non-private"].tpr_at_fpr[0.001]
+    out["LiRA TPR % at 0.1 % FPR, non-private models"] = round(100 * t["tpr"], 2)
+    return out
+
+
+def run_canary_audit(model_fn: Callable, data: Dataset, cfg: PrivacyConfig) -> dict:
+    """The one-run canary audit of notebook 03's DP-SGD: the correct run and the two BROKEN CONTROL runs.
+
+    Each run is ``train_dp`` on the notebook's data and model, ``cfg.canary_epochs`` epochs of the
+    main run's batch and learning rate, calibrated to ``cfg.canary_epsilon``
+    (:func:`lepton_nb.privacy.audit.canary.canary_audit`).
+    """
+    from lepton_nb.privacy.audit.canary import canary_audit
+
+    return canary_audit(model_fn, data, replace(cfg.train, epochs=cfg.canary_epochs, tensorboard=False),
+                        data_cfg=cfg.data, target_epsilon=cfg.canary_epsilon, delta=cfg.canary_delta,
+                        canaries=cfg.canaries, canary_norm=cfg.canary_norm, l2_norm_clip=cfg.dp.l2_norm_clip)
+
+
+def canary_table(runs: dict):
+    """One row per audited run: claimed epsilon, the 95 % lower bound, guesses, verdict (DataFrame)."""
+    import pandas as pd
+
+    rows = [{"run": name, "claimed epsilon": round(r.claimed_epsilon, 3), "95 % lower bound": round(r.bound.epsilon, 3),
+             "correct / guesses": f"{r.bound.v} / {r.bound.r}",
+             "verdict": "CLAIM REFUTED" if r.caught else "consistent with the claim",
+             "epsilon accounted for what ran": f"{r.accounted_epsilon:.4g}",
+             "train s": round(r.seconds, 1)} for name, r in runs.items()]
+    return pd.DataFrame(rows).set_index("run")
 
 
 # ---------------------------------------------------------------------------------- prose from runs
@@ -191,21 +320,24 @@ def audit_table(audit: dict):
 
 def accounting_markdown(n: int, cfg: PrivacyConfig, sigma: float, table) -> str:
     """The noise that meets the target epsilon, and what the same noise costs with shuffled batches."""
-    shuffled = table.loc[round(sigma, 3), "shuffle (no amplification)"]
+    shuffled = table.loc[round(sigma, 3), "shuffle (zero-out, no amplification)"]
     return (f"For {n:,} training examples, expected batch {cfg.train.batch_size} and {cfg.train.epochs} epochs "
             f"({table.attrs['steps']:,} steps), the smallest noise multiplier meeting epsilon = "
-            f"{cfg.dp.target_epsilon:g} (delta = {cfg.dp.delta:g}) under Poisson sampling is **{sigma:.3f}**. The "
-            f"same noise with shuffled fixed batches, accounted without amplification, gives epsilon = "
-            f"**{shuffled:.1f}**: quoting the Poisson figure for a shuffled pipeline would understate it.")
+            f"{cfg.dp.target_epsilon:g} (delta = {cfg.dp.delta:g}) under Poisson sampling (add or remove one example) "
+            f"is **{sigma:.3f}**. The same noise with shuffled fixed batches (a fresh uniform permutation each epoch), "
+            f"accounted as one Gaussian per epoch without amplification, gives epsilon = **{shuffled:.1f}**, under "
+            "the zero-out relation (one example replaced by one with zero gradient; it holds whatever the order of "
+            "the batches): quoting the Poisson figure for a shuffled pipeline would understate it.")
 
 
 def dp_markdown(dp, base) -> str:
-    """The main DP run against non-private training of the same model."""
+    """The main DP run against non-private training of the same model, and where its randomness came from."""
     e = dp.extra
     return (f"DP-SGD ({e['sampling']} sampling, clip {e['l2_norm_clip']:g}, noise {e['noise_multiplier']:.3f}) "
             f"reached **{100 * dp.report['accuracy']:.1f} %** test accuracy at epsilon **{e['epsilon']:.2f}** "
-            f"(delta {e['delta']:g}), against {100 * base.report['accuracy']:.1f} % without privacy; on average "
-            f"{100 * dp.history['clipped'][-1]:.0f} % of per-example gradients were clipped in the last epoch.")
+            f"(delta {e['delta']:g}, {e['neighbouring_relation']}), against {100 * base.report['accuracy']:.1f} % "
+            f"without privacy; on average {100 * dp.history['clipped'][-1]:.0f} % of per-example gradients were "
+            f"clipped in the last epoch. Noise and batches: **{e['randomness']}**.")
 
 
 def budget_markdown(budget, budget_epsilon: float, one_more: float, cfg: PrivacyConfig) -> str:
@@ -223,12 +355,54 @@ def schedule_markdown(sched, dp, schedule: Sequence[float]) -> str:
             f"for constant noise {dp.extra['noise_multiplier']:.2f} at epsilon {dp.extra['epsilon']:.2f}.")
 
 
-def audit_markdown(audit: dict) -> str:
-    """The best attack's advantage on each model, beside the DP model's bound."""
-    adv = {name: max(a.advantage for a in r["attacks"].values()) for name, r in audit.items()}
-    return (f"Best attack advantage: **{adv['nonprivate']:.3f}** on the non-private model, **{adv['dp']:.3f}** on "
-            f"the DP model (epsilon {audit['dp']['epsilon']:.2f}, whose guarantee caps any attack at "
-            f"{audit['dp']['advantage_bound']:.3f}).")
+def mia_markdown(audit: dict, cfg: PrivacyConfig) -> str:
+    """What membership inference found, from :func:`membership_audit`'s figures."""
+    from lepton_nb.privacy.audit.mia import tpr_bound
+
+    lira = audit["lira"]["non-private"]
+    t = lira.tpr_at_fpr[0.001]
+    lo, hi = t["tpr_ci"]
+    single = audit["single"]
+    text = (f"LiRA with {cfg.lira_models} non-private models, each trained for {cfg.lira_epochs} epochs on a random half "
+            f"of {cfg.lira_pool:,} training examples (each model the target once, the others its shadows; the test split "
+            f"never seen), finds **{100 * t['tpr']:.2f} %** [{100 * lo:.2f}, {100 * hi:.2f}] of the members at a "
+            f"held-out threshold whose false positive rate was {100 * t['fpr']:.2f} % (target 0.1 %; guessing finds "
+            f"as many members as false positives), AUC {lira.auc:.3f}. On the notebook's own models the loss "
+            f"threshold reaches AUC {single['non-private'].auc:.3f} (non-private) and {single['DP'].auc:.3f} (DP, "
+            f"epsilon {audit['epsilon']:.2f}); the DP model's held-out advantage is "
+            f"{_ci(single['DP'].advantage, single['DP'].advantage_ci)}, where its epsilon allows any attack an "
+            f"advantage up to {audit['advantage_bound']:.3f} and a TPR up to "
+            f"{100 * float(tpr_bound(0.001, audit['epsilon'], cfg.dp.delta)):.2f} % at 0.1 % FPR.")
+    if "DP" in audit["lira"]:
+        d = audit["lira"]["DP"].tpr_at_fpr[0.001]
+        text += (f" LiRA on DP models (epsilon {cfg.dp.target_epsilon:g}) finds {100 * d['tpr']:.2f} % "
+                 f"[{100 * d['tpr_ci'][0]:.2f}, {100 * d['tpr_ci'][1]:.2f}] at 0.1 % FPR.")
+    else:
+        text += (" LiRA on a DP family is not run in this mode: it would double the section's training; the "
+                 "canary audit below tests the DP mechanism against every attack at once.")
+    return text
+
+
+def canary_markdown(runs: dict, cfg: PrivacyConfig) -> str:
+    """The audit's verdict on each run, from :func:`run_canary_audit`'s results."""
+    from lepton_nb.privacy.audit.canary import CORRECT
+
+    parts = []
+    for name, r in runs.items():
+        line = (f"**{name}**: claims epsilon {r.claimed_epsilon:.2f}; the audit's 95 % lower bound is "
+                f"**{r.bound.epsilon:.2f}** ({r.bound.v} of {r.bound.r} guesses correct)")
+        if name == CORRECT:
+            line += (", below the claim, as it must be for a correct run. One-run bounds of correct runs are "
+                     "loose: the audit is a test that catches broken runs, not an estimate of epsilon."
+                     if not r.caught else ", ABOVE its claim: the audit refutes the correct run, which must not happen.")
+        else:
+            line += (f", above the claim: the audit refutes it. For what really ran the product's RDP accountant gives "
+                     f"{r.accounted_epsilon:.3g}." if r.caught
+                     else ", NOT above the claim: the audit missed this broken control.")
+        parts.append("- " + line)
+    return (f"{cfg.canaries:,} Dirac gradient canaries of norm {cfg.canary_norm:g} C, each included with "
+            f"probability 1/2, through `train_dp` itself (epochs: {cfg.canary_epochs}; OS-entropy noise and batches); "
+            f"guesses \"in\" on the top quarter of the scores, delta {cfg.canary_delta:g}.\n\n" + "\n".join(parts))
 
 
 def speed_markdown(speed: dict[str, float]) -> str:
@@ -238,11 +412,25 @@ def speed_markdown(speed: dict[str, float]) -> str:
             "than the stock one in this run.")
 
 
-def quality_failures(cfg: PrivacyConfig, *, dp, budget, budget_epsilon: float, sched, audit: dict) -> list[str]:
-    """What fails notebook 03's checks outside smoke mode (empty when everything holds)."""
-    if cfg.mode == "smoke":
-        return []
+def quality_failures(cfg: PrivacyConfig, *, dp, budget, budget_epsilon: float, sched, audit: dict,
+                     canary_runs: dict) -> list[str]:
+    """What fails notebook 03's checks (empty when everything holds).
+
+    The canary audit's checks apply in every mode (an audit that stops catching its broken controls
+    fails the notebook); the others outside smoke mode.
+    """
+    from lepton_nb.privacy.audit.canary import CORRECT
+
     failures = []
+    for name, r in canary_runs.items():
+        if name == CORRECT and r.caught:
+            failures.append(f"canary audit: the correct run's lower bound {r.bound.epsilon:.3f} exceeds its epsilon "
+                            f"{r.claimed_epsilon:.3f}")
+        if name != CORRECT and not r.caught:
+            failures.append(f"canary audit missed {name}: lower bound {r.bound.epsilon:.3f} <= claimed "
+                            f"{r.claimed_epsilon:.3f}")
+    if cfg.mode == "smoke":
+        return failures
     if dp.extra["epsilon"] > cfg.dp.target_epsilon:
         failures.append(f"DP run spent epsilon {dp.extra['epsilon']:.3f} > target {cfg.dp.target_epsilon}")
     if budget.extra["epsilon"] > budget_epsilon or not budget.extra["stopped_by_budget"]:
@@ -250,9 +438,24 @@ def quality_failures(cfg: PrivacyConfig, *, dp, budget, budget_epsilon: float, s
                         f"stopped by the budget: {budget.extra['stopped_by_budget']}")
     if sched.extra["epsilon"] > cfg.dp.target_epsilon:
         failures.append(f"schedule run spent epsilon {sched.extra['epsilon']:.3f} > target {cfg.dp.target_epsilon}")
-    adv = {name: max(a.advantage for a in r["attacks"].values()) for name, r in audit.items()}
-    if adv["dp"] >= adv["nonprivate"]:
-        failures.append(f"the DP model should leak less membership: {adv}")
+    lira = audit["lira"]["non-private"].tpr_at_fpr[0.001]
+    if lira["tpr_ci"][0] <= max(lira["fpr"], 0.001):
+        failures.append(f"LiRA found no members beyond chance on the non-private models: TPR {lira['tpr']:.4f} "
+                        f"{lira['tpr_ci']} at FPR {lira['fpr']:.4f}")
+    from lepton_nb.privacy.audit.mia import advantage_bound, tpr_bound
+
+    eps = max(audit["epsilon"], cfg.dp.target_epsilon)  # the main DP run's, or the DP LiRA models' target
+    for label, r in mia_curves(audit).items():  # no attack on a DP model may beat what its epsilon allows
+        if not label.startswith("DP"):
+            continue
+        if r.advantage_ci[0] > advantage_bound(eps, cfg.dp.delta):
+            failures.append(f"{label}: advantage {r.advantage:.3f} {r.advantage_ci} exceeds what epsilon "
+                            f"{eps:.2f} allows ({advantage_bound(eps, cfg.dp.delta):.3f})")
+        for t in r.tpr_at_fpr.values():
+            allowed = float(tpr_bound(t["fpr_ci"][1], eps, cfg.dp.delta))
+            if t["tpr_ci"][0] > allowed:
+                failures.append(f"{label}: TPR {t['tpr']:.4f} {t['tpr_ci']} at FPR {t['fpr']:.4f} exceeds the "
+                                f"{allowed:.4f} that epsilon {eps:.2f} allows")
     accuracy = 100 * dp.report["accuracy"]
     if cfg.min_dp_accuracy is not None and accuracy < cfg.min_dp_accuracy:
         failures.append(f"DP accuracy {accuracy:.2f} % < {cfg.min_dp_accuracy} %")
