@@ -47,7 +47,7 @@ from lepton_nb.federated.client_data import FederatedData, split_test
 from lepton_nb.federated.settings import FedAvgConfig
 from lepton_nb.reports import Summary
 
-__all__ = ["Evaluator", "FederatedRun", "history", "round_seed", "run"]
+__all__ = ["Evaluator", "FederatedRun", "history", "round_seed", "run", "slug"]
 
 
 class Evaluator:
@@ -176,6 +176,13 @@ class FederatedRun:
         return Summary({**out, **self.extra})
 
 
+def slug(name: str) -> str:
+    """A folder name for a run name ("FedAvg + cosine lr / dirichlet(0.5)" -> "fedavg_cosine_lr_dirichlet_0.5")."""
+    import re
+
+    return re.sub(r"[^a-z0-9.]+", "_", name.lower()).strip("_")
+
+
 def round_seed(seed: int, r: int, client: int) -> int:
     """The shuffle seed of ``client``'s data in round ``r``: a pure function of (seed, round, client),
     so a resumed run shuffles exactly as the uninterrupted one."""
@@ -269,7 +276,7 @@ def run(
         cfg: rounds, sampling, local training, evaluation period, seed.
         task: the model builder the process was built from (for export).
         evaluator: federated evaluation (``None``: no test or held-out metrics).
-        name: run name (TensorBoard folder ``reports/tensorboard/<name>``, table rows).
+        name: run name (table rows; TensorBoard folder ``reports/tensorboard/<slug(name)>``).
         context: "native"; "test" for secure aggregation (simulated without cryptography); or a
             TFF context object, e.g. :func:`lepton_nb.federated.mergeable.mergeable_context`'s.
         sampler: ``round -> client indices`` (:mod:`lepton_nb.federated.sampling`); DP runs pass
@@ -326,7 +333,7 @@ def run(
             bar.update(start)
         managers = [tff.program.CSVFileReleaseManager(str(csv_path), save_mode=tff.program.CSVSaveMode.WRITE)]
         if tensorboard:
-            managers.append(tff.program.TensorBoardReleaseManager(str(reports_dir() / "tensorboard" / name)))
+            managers.append(tff.program.TensorBoardReleaseManager(str(reports_dir() / "tensorboard" / slug(name))))
 
         def select(r):
             chosen = np.asarray(sampler(r), np.int64)

@@ -10,7 +10,6 @@ one table. With ``state_root`` each run saves its state after every round under
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -21,12 +20,7 @@ from lepton_nb.federated import algorithms, client_data, loop, sampling
 from lepton_nb.federated.settings import DPFedAvgConfig, FedAvgConfig
 from lepton_nb.settings import CNNConfig
 
-__all__ = ["Simulation", "slug"]
-
-
-def slug(name: str) -> str:
-    """A folder name for a run name ("FedAvg + cosine lr / dirichlet(0.5)" -> "fedavg_cosine_lr_dirichlet_0.5")."""
-    return re.sub(r"[^a-z0-9.]+", "_", name.lower()).strip("_")
+__all__ = ["Simulation"]
 
 
 class Simulation:
@@ -35,7 +29,7 @@ class Simulation:
     Args:
         data: the loaded data set; its test split is the held-out evaluation set of every run.
         progress: progress bars over rounds.
-        tensorboard: write each run's per-round history under ``reports/tensorboard/<run name>``.
+        tensorboard: write each run's per-round history under ``reports/tensorboard/``.
         state_root: save each run's server state after every round under ``state_root/<run name>``
             and resume from it (``None``: no saving).
     """
@@ -86,7 +80,7 @@ class Simulation:
 
     def state_dir(self, name: str) -> Path | None:
         """Where run ``name`` saves its state (``None`` without ``state_root``)."""
-        return self.state_root / slug(name) if self.state_root is not None else None
+        return self.state_root / loop.slug(name) if self.state_root is not None else None
 
     def clear_states(self) -> int:
         """Delete the saved states of every run (after a completed notebook); returns how many folders."""

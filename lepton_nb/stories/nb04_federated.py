@@ -88,7 +88,7 @@ class FederatedConfig:
     secure_rounds: int = 3
     centralized: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20, early_stopping_patience=4,
                                                                          verbose=0))
-    target_accuracy: float = 0.75
+    target_accuracy: float = 0.70
     checkpoints: bool = False
     min_iid_accuracy: float | None = 72.0
     max_central_gap: float | None = None
@@ -395,7 +395,8 @@ def per_client_markdown(tables: dict[str, "pd.DataFrame"]) -> str:
                      f"percentile {h['p10']:.1f} % and the median {h['median']:.1f} %; at their label mix on the test "
                      f"set {m['min']:.1f} / {m['p10']:.1f} / {m['median']:.1f} %.")
     sizes = next(iter(tables.values()))["heldout_n"]
-    return (" ".join(parts) + f" Held-out parts are small ({int(sizes.min())}-{int(sizes.max())} images per client), "
+    lo, hi = int(sizes.min()), int(sizes.max())
+    return (" ".join(parts) + f" Held-out parts are small ({lo if lo == hi else f'{lo}-{hi}'} images per client), "
             "so the held-out figures of single clients are noisy; the test-set figure at each client's label mix "
             "rests on the whole test set.")
 
