@@ -6,6 +6,12 @@
     ``ratios.tff_vs_keras``.
 (b) seconds per round as clients per round grows (10, 50, 100 of 100 clients).
 (c) rounds until the global model first reaches a target test accuracy, IID vs Dirichlet(0.5).
+(d) one round split over two TFF ``worker_binary`` processes on 127.0.0.1 (TFF's mergeable
+    execution context, :mod:`lepton_nb.federated.mergeable`) against the same round on one worker:
+    the models must agree to float32 rounding (max abs difference <= 1e-6), and
+    ``ratios.workers2_vs_1`` = seconds of the two-worker round / the one-worker round. Both workers
+    share this machine's cores, so the ratio measures the split's overhead here, not the speed-up
+    of workers on separate machines.
 
 Default: the bundled 6,000/4,000 sample (a few minutes here). ``--full``: the full 60k/10k set,
 100 clients, 10 per round for (a) and (c) (long). ``--overhead-only``: (a) alone, written to
@@ -37,6 +43,35 @@ def keras_round(model, data, ids, cfg, seeds, global_weights):
         acc = w if acc is None else [a + b for a, b in zip(acc, w)]
         total += n
     return [a / total for a in acc]
+
+
+def two_workers(process, data, ids, seeds, client, secure_process) -> dict:
+    """(d): the same round (clients ``ids``) on the shared worker, then split over two new workers."""
+    import numpy as np
+
+    from lepton_nb.federated import mergeable, runtime
+
+    def datasets():
+        return [data.dataset(c, local_epochs=client.local_epochs, batch_size=client.batch_size, seed=s)
+                for c, s in zip(ids, seeds)]
+
+    with runtime.context():
+        state = process.initialize()
+        one_t = timed(lambda: process.next(state, datasets()), repeats=3, warmup=1)
+        one = process.get_model_weights(process.next(state, datasets()).state).trainable
+    with mergeable.workers(2) as pair, mergeable.mergeable_context([w.address for w in pair]):
+        two_t = timed(lambda: process.next(state, datasets()), repeats=3, warmup=1)  # warm-up compiles
+        two_state = process.next(state, datasets()).state
+    with runtime.context():
+        two = process.get_model_weights(two_state).trainable
+        start = process.get_model_weights(state).trainable
+    diff = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(one, two))
+    update = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(one, start))
+    if diff > 1e-6:
+        raise AssertionError(f"the two-worker round differs from the one-worker round by {diff:.2e} (> 1e-6)")
+    return {"clients_per_round": len(ids), "one_worker_seconds": one_t, "two_workers_seconds": two_t,
+            "max_abs_diff": diff, "max_abs_update": update, "tolerance": 1e-6,
+            "secure_process_mergeable": mergeable.compile_check(secure_process.next) or "compiles"}
 
 
 def write_overhead(results: dict, full: bool, data: str, client, n_clients: int, per_round: int) -> None:
@@ -129,13 +164,18 @@ def main() -> None:
             to_target[name] = {"rounds_to_target": run.rounds_to(target), "final_accuracy": run.test_accuracy,
                                "accuracy_by_round": [round(float(a), 4) for a in run.history["test_accuracy"]]}
         results["rounds_to_target"] = {"target": target, "max_rounds": max_rounds, **to_target}
+
+        # (d) one round over two workers vs one ------------------------------------------------------
+        results["two_workers"] = two_workers(process, data, ids, seeds, client, algorithms.secure_fedavg(task, cfg))
     finally:
         runtime.shutdown()
 
     ratio = results["round_vs_keras"]["tff_seconds"]["median"] / results["round_vs_keras"]["keras_seconds"]["median"]
     s = results["clients_per_round"]
+    w = results["two_workers"]
     ratios = {"tff_vs_keras": round(ratio, 3),
-              "round_100_vs_10_clients": round(s["100"]["seconds"]["median"] / s["10"]["seconds"]["median"], 3)}
+              "round_100_vs_10_clients": round(s["100"]["seconds"]["median"] / s["10"]["seconds"]["median"], 3),
+              "workers2_vs_1": round(w["two_workers_seconds"]["median"] / w["one_worker_seconds"]["median"], 3)}
     rt = results["rounds_to_target"]
     write("federated",
           config={"full": args.full, "data": ds.name, "model": "seed_cnn", "client": client.__dict__,
@@ -145,7 +185,8 @@ def main() -> None:
                    f"{results['round_vs_keras']['keras_seconds']['median']:.2f} s (x{ratio:.2f}); "
                    f"10/50/100 clients per round {s['10']['seconds']['median']:.2f}/{s['50']['seconds']['median']:.2f}/"
                    f"{s['100']['seconds']['median']:.2f} s; rounds to {100 * rt['target']:.0f} %: "
-                   f"IID {rt['iid']['rounds_to_target']}, Dirichlet(0.5) {rt['dirichlet_0.5']['rounds_to_target']}"))
+                   f"IID {rt['iid']['rounds_to_target']}, Dirichlet(0.5) {rt['dirichlet_0.5']['rounds_to_target']}; "
+                   f"2 workers vs 1 x{ratios['workers2_vs_1']:.2f} (max abs diff {w['max_abs_diff']:.1e})"))
 
 
 if __name__ == "__main__":

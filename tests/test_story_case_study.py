@@ -30,7 +30,7 @@ def test_modes_differ_and_scale():
         assert cfg.dp.target_epsilon is not None
         # DP-FedAvg needs more hospitals per round than plain FedAvg (noise on the mean ~ 1 / clients)
         assert cfg.dp_fedavg.clients_per_round >= cfg.fedavg.clients_per_round
-        assert cfg.dp_fed.sampling == "without_replacement"  # what the round loop really does
+        assert cfg.dp_fed.sampling == "poisson" and cfg.dp_fed.private  # McMahan et al.'s sampling, OS entropy
 
 
 def test_mode_from_environment(monkeypatch):
@@ -210,30 +210,56 @@ def test_federated_hospitals_refuses_impossible_splits_before_any_round(tiny):
                                alpha=0.5, min_size=5)
 
 
-def test_dp_fedavg_over_non_iid_hospitals_runs_and_is_scored_like_the_others(tiny):
-    """A real (tiny) DP-FedAvg run in TFF: non-IID hospitals, user-level epsilon, Keras export."""
-    from lepton_nb.federated import accounting, runtime
+@pytest.fixture(scope="module")
+def hospitals_runs(tiny):
+    """A real (tiny) FedAvg and DP-FedAvg run in TFF over non-IID hospitals, one round each."""
+    from lepton_nb.federated import runtime
 
     cfg = cs.get_config("smoke")
     fed = replace(cfg.dp_fedavg, num_clients=4, clients_per_round=2, rounds=1, eval_every=1, test_clients=2)
     small = CNNConfig(filters=4, depth=1, dense_units=0, activation="tanh")
     try:
-        out = cs.federated_hospitals(tiny, fed, small, alpha=0.3, dp=cfg.dp_fed, min_size=5, name="test_dp_fed")
+        plain = cs.federated_hospitals(tiny, fed, small, alpha=0.3, min_size=5, holdout=0.2, name="test_fed")
+        dp = cs.federated_hospitals(tiny, fed, small, alpha=0.3, dp=cfg.dp_fed, min_size=5, name="test_dp_fed")
     finally:
         runtime.shutdown()
+    return plain, dp, cfg
+
+
+@pytest.mark.slow
+def test_dp_fedavg_over_non_iid_hospitals_runs_and_is_scored_like_the_others(hospitals_runs, tiny):
+    from lepton_nb.federated import accounting
+
+    _, out, cfg = hospitals_runs
     h = out.hospitals
     assert h.num_clients == 4 and h.sizes.sum() == len(tiny.y_train) and h.sizes.min() >= 5
-    assert h.split == "dirichlet(0.3)"
+    assert h.split == "dirichlet(0.3)" and not h.has_heldout and out.per_hospital is None
     assert out.report["n"] == len(tiny.y_test)
     # the exported Keras model scores what TFF's federated evaluation measured
     assert out.report["accuracy"] == pytest.approx(out.run.test_accuracy, abs=1e-6)
     delta = 1 / (10 * 4)  # user-level delta well below 1 / hospitals
-    expected = accounting.dp_fedavg_epsilon(cfg.dp_fed.noise_multiplier, 2, 4, 1, delta, sampling="without_replacement")
+    expected = accounting.dp_fedavg_epsilon(cfg.dp_fed.noise_multiplier, 2, 4, 1, delta, sampling="poisson")
     assert out.epsilon == pytest.approx(expected) and out.delta == pytest.approx(delta)
+    assert out.run.extra["neighbouring"] == "add/remove one client"
     s = out.summary()
     assert s["epsilon"] == round(expected, 2) and s["accuracy"] == round(100 * out.report["accuracy"], 2)
     assert {"recall_macro", "f1_macro", "rounds"} <= set(s)
     assert cs.row("DP-federated", out.report, epsilon=out.epsilon, delta=out.delta)["epsilon"] == round(expected, 2)
+    with pytest.raises(ValueError, match="does not release"):
+        out.hospital_distribution()
+
+
+@pytest.mark.slow
+def test_fedavg_hospitals_report_each_hospitals_accuracy_and_the_prose_quotes_it(hospitals_runs):
+    plain, dp, _ = hospitals_runs
+    t = plain.per_hospital
+    assert len(t) == 4 and (t["heldout_n"] > 0).all() and plain.hospitals.has_heldout
+    d = plain.hospital_distribution()
+    assert d["heldout"]["min"] == round(100 * t["heldout_accuracy"].min(), 2)
+    text = cs.federated_markdown(plain, dp)
+    for piece in (f"worst hospital scored **{d['heldout']['min']:.1f} %**", f"epsilon **{dp.epsilon:.2f}**",
+                  "add/remove one client", "not shown"):
+        assert piece in text, piece
 
 
 def test_distributed_markdown_quotes_the_runs():

@@ -3,6 +3,8 @@
 The split itself is :func:`lepton_nb.data.partition` (IID, Dirichlet(alpha) after Hsu et al. 2019,
 or McMahan et al. 2017's label shards); this module checks it, keeps each client's examples
 contiguous, and serves per-client ``tf.data`` pipelines with local epochs, shuffling and batching.
+Optionally each client keeps a random part of its examples out of training (``holdout``): its
+own held-out data, which federated evaluation and the per-client ("per-hospital") accuracy use.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 from lepton_nb.data import Dataset, partition
 from lepton_nb.reports import Summary
 
-__all__ = ["FederatedData", "federate", "from_parts", "split_test"]
+__all__ = ["FederatedData", "federate", "from_parts", "hold_out", "split_test"]
 
 
 def _client_data_class():
@@ -92,6 +94,10 @@ class FederatedData:
         histograms: examples per class per client, int array (num_clients, num_classes).
         class_names: names of the classes, in label order.
         split: how the data was split ("iid", "dirichlet(0.5)", "shards(2)", "custom").
+        element_shape: the shape of one image (H, W, C).
+        heldout_parts: per client, indices of its held-out examples (never trained on), or
+            ``None`` when the clients keep nothing out.
+        source: the original ``(x, y)`` arrays the indices point into.
     """
 
     client_data: object
@@ -100,6 +106,8 @@ class FederatedData:
     class_names: tuple[str, ...]
     split: str
     element_shape: tuple[int, ...]
+    heldout_parts: list[np.ndarray] | None = None
+    source: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def client_ids(self) -> list[str]:
@@ -131,6 +139,32 @@ class FederatedData:
         ds = ds.shuffle(shuffle_buffer or n, seed=seed, reshuffle_each_iteration=True)
         return ds.repeat(local_epochs).batch(batch_size)
 
+    @property
+    def has_heldout(self) -> bool:
+        return self.heldout_parts is not None
+
+    def heldout(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every client's held-out examples: images (M, H, W, C), labels (M,), owning client (M,).
+
+        Raises:
+            ValueError: the clients hold nothing out (``federate(..., holdout=0)``).
+        """
+        if self.heldout_parts is None or self.source is None:
+            raise ValueError("these clients hold no data out: federate(..., holdout=0.15) keeps 15 % of each "
+                             "client's examples for evaluation")
+        idx = np.concatenate(self.heldout_parts)
+        owner = np.concatenate([np.full(len(p), i) for i, p in enumerate(self.heldout_parts)])
+        x, y = self.source
+        return x[idx], np.asarray(y[idx], np.int64), owner
+
+    def heldout_datasets(self, batch_size: int = 256) -> list["tf.data.Dataset"]:
+        """One batched dataset of held-out examples per client (for federated evaluation)."""
+        import tensorflow as tf
+
+        x, y, owner = self.heldout()
+        return [tf.data.Dataset.from_tensor_slices((x[owner == i], y[owner == i])).batch(batch_size)
+                for i in range(self.num_clients)]
+
     def table(self):
         """Per-client sizes and class counts as a pandas DataFrame (one row per client)."""
         import pandas as pd
@@ -141,9 +175,12 @@ class FederatedData:
 
     def summary(self) -> dict:
         """Split, number of clients, sizes and class spread, for reports."""
-        return Summary({"split": self.split, "clients": self.num_clients, "examples": int(self.sizes.sum()),
-                        "min_size": int(self.sizes.min()), "max_size": int(self.sizes.max()),
-                        "mean_classes_per_client": round(float(self.classes_per_client().mean()), 2)})
+        out = {"split": self.split, "clients": self.num_clients, "examples": int(self.sizes.sum()),
+               "min_size": int(self.sizes.min()), "max_size": int(self.sizes.max()),
+               "mean_classes_per_client": round(float(self.classes_per_client().mean()), 2)}
+        if self.heldout_parts is not None:
+            out["heldout_examples"] = int(sum(len(p) for p in self.heldout_parts))
+        return Summary(out)
 
     def __repr__(self) -> str:
         s = self.summary()
@@ -151,14 +188,36 @@ class FederatedData:
                 f"{s['min_size']}..{s['max_size']} per client, {s['mean_classes_per_client']} classes per client)")
 
 
+def hold_out(parts: Sequence[np.ndarray], fraction: float, seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Split each client's indices into a training part and a held-out part of ``fraction``.
+
+    Each client with at least two examples holds out ``round(fraction * n)`` of them (at least
+    one), drawn at random; a client of one example keeps it for training.
+
+    Returns:
+        (train parts, held-out parts), sorted index arrays.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"holdout={fraction}: use a fraction in (0, 1), e.g. 0.15")
+    rng = np.random.default_rng([seed, 7919])
+    train, held = [], []
+    for p in parts:
+        p = rng.permutation(np.asarray(p, np.int64))
+        k = min(max(1, int(round(fraction * len(p)))), len(p) - 1) if len(p) > 1 else 0
+        held.append(np.sort(p[:k]))
+        train.append(np.sort(p[k:]))
+    return train, held
+
+
 def from_parts(x: np.ndarray, y: np.ndarray, parts: Sequence[np.ndarray], *, class_names: Sequence[str] | None = None,
-               split: str = "custom") -> FederatedData:
+               split: str = "custom", heldout_parts: Sequence[np.ndarray] | None = None) -> FederatedData:
     """Wrap a given split of ``(x, y)`` as :class:`FederatedData`.
 
     Args:
         x: images (N, H, W, C) float32 in [0, 1].
         y: int labels (N,).
         parts: per client, indices into ``x``; each non-empty (an empty client cannot train).
+        heldout_parts: per client, indices of examples it holds out (disjoint from ``parts``).
 
     Raises:
         ValueError: no client, an empty client, an index out of range, or labels that do not
@@ -186,11 +245,18 @@ def from_parts(x: np.ndarray, y: np.ndarray, parts: Sequence[np.ndarray], *, cla
     offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
     ids = [f"client_{i:03d}" for i in range(len(parts))]
     cd = _client_data_class()(ids, x[flat], y[flat], offsets)
-    return FederatedData(cd, parts, hist, names, split, tuple(x.shape[1:]))
+    held = None
+    if heldout_parts is not None:
+        held = [np.asarray(p, np.int64).reshape(-1) for p in heldout_parts]
+        if len(held) != len(parts):
+            raise ValueError(f"{len(held)} held-out parts for {len(parts)} clients")
+        if any(np.intersect1d(a, b).size for a, b in zip(parts, held)):
+            raise ValueError("a client's held-out examples overlap its training examples")
+    return FederatedData(cd, parts, hist, names, split, tuple(x.shape[1:]), held, (x, y))
 
 
 def federate(data: Dataset, num_clients: int, *, alpha: float | None = None, shards_per_client: int | None = None,
-             seed: int = 0, min_size: int = 1) -> FederatedData:
+             seed: int = 0, min_size: int = 1, holdout: float = 0.0) -> FederatedData:
     """Split ``data``'s training set over ``num_clients`` clients with :func:`lepton_nb.data.partition`.
 
     Args:
@@ -200,6 +266,8 @@ def federate(data: Dataset, num_clients: int, *, alpha: float | None = None, sha
         shards_per_client: label shards per client (McMahan et al. 2017's pathological split).
         seed: seeds the split.
         min_size: smallest client allowed (Dirichlet splits are redrawn until it holds).
+        holdout: fraction of each client's examples kept out of training (0: none), see
+            :func:`hold_out`.
 
     Raises:
         ValueError: num_clients < 1, alpha <= 0, or more clients than examples, before any work.
@@ -213,7 +281,11 @@ def federate(data: Dataset, num_clients: int, *, alpha: float | None = None, sha
                       min_size=min_size)
     split = (f"dirichlet({alpha:g})" if alpha is not None else
              f"shards({shards_per_client})" if shards_per_client is not None else "iid")
-    return from_parts(data.x_train, data.y_train, parts, class_names=data.class_names, split=split)
+    held = None
+    if holdout:
+        parts, held = hold_out(parts, holdout, seed)
+    return from_parts(data.x_train, data.y_train, parts, class_names=data.class_names, split=split,
+                      heldout_parts=held)
 
 
 def split_test(x: np.ndarray, y: np.ndarray, num_clients: int, *, batch_size: int = 256, seed: int = 0

@@ -13,7 +13,7 @@ from matplotlib.ticker import MaxNLocator
 
 from lepton_nb.plotting import Figure
 
-__all__ = ["accuracy_vs_rounds", "client_histograms", "dp_budget", "sweep"]
+__all__ = ["accuracy_vs_rounds", "algorithm_comparison", "client_histograms", "dp_budget", "per_client"]
 
 
 def client_histograms(histograms: Mapping[str, np.ndarray], class_names: Sequence[str], *,
@@ -72,27 +72,81 @@ def accuracy_vs_rounds(runs: Mapping[str, object], *, centralized: float | None 
     return fig
 
 
-def sweep(runs_by_value: Mapping[object, object], parameter: str) -> Figure:
-    """Two panels: final test accuracy and median seconds per round against ``parameter``."""
-    values = list(runs_by_value)
-    acc = [100 * runs_by_value[v].test_accuracy for v in values]
-    sec = [runs_by_value[v].steady_round_seconds for v in values]
-    fig = Figure(figsize=(8, 3), layout="constrained")
-    a1, a2 = fig.subplots(1, 2)
-    pos = np.arange(len(values))
-    a1.bar(pos, acc, color="C0")
-    a1.set(xlabel=parameter, ylabel="test accuracy %", title="accuracy after the same rounds")
-    a2.bar(pos, sec, color="C1")
-    a2.set(xlabel=parameter, ylabel="seconds", title="median time per round")
-    for ax, vals in ((a1, acc), (a2, sec)):
-        ax.set_xticks(pos, [str(v) for v in values])
-        for p, v in zip(pos, vals):
-            ax.text(p, v, f"{v:.1f}" if ax is a1 else f"{v:.2f}", ha="center", va="bottom", fontsize=8)
+def algorithm_comparison(runs_by_split: Mapping[str, Mapping[str, object]], *, target: float | None = None,
+                         centralized: float | None = None) -> Figure:
+    """Test accuracy (percent) against rounds, one panel per split, one line per algorithm.
+
+    Args:
+        runs_by_split: split name -> {algorithm name -> run}. An algorithm keeps its colour in
+            every panel.
+        target: a target accuracy (fraction), drawn dotted.
+        centralized: accuracy (fraction) of the centralized model, drawn dashed.
+    """
+    names = list(dict.fromkeys(a for runs in runs_by_split.values() for a in runs))
+    colour = {a: f"C{i % 10}" for i, a in enumerate(names)}
+    fig = Figure(figsize=(4.2 * len(runs_by_split) + 1.8, 3.8), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(runs_by_split), sharey=True, squeeze=False)[0])
+    for ax, (split, runs) in zip(axes, runs_by_split.items()):
+        for a, run in runs.items():
+            x, y = _test_curve(run)
+            ax.plot(x, y, marker="o", ms=3, color=colour[a], label=a)
+        if centralized is not None:
+            ax.axhline(100 * centralized, color="black", ls="--", lw=1)
+        if target is not None:
+            ax.axhline(100 * target, color="grey", ls=":", lw=1)
+        ax.set(xlabel="round", title=split)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy %")
+    handles = [axes[0].plot([], [], color=colour[a], marker="o", ms=3, label=a)[0] for a in names]
+    if centralized is not None:
+        handles.append(axes[0].plot([], [], color="black", ls="--", lw=1, label=f"centralized "
+                                                                          f"({100 * centralized:.1f} %)")[0])
+    if target is not None:
+        handles.append(axes[0].plot([], [], color="grey", ls=":", lw=1, label=f"target {100 * target:.0f} %")[0])
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8)
     return fig
 
 
-def dp_budget(run, epsilons: Sequence[float], *, reference=None) -> Figure:
-    """DP-FedAvg: test accuracy per round (left) and the user-level epsilon spent (right)."""
+def per_client(tables: Mapping[str, object]) -> Figure:
+    """Per-client accuracy of global models: each client a dot, the median and 10th percentile marked.
+
+    Left: on each client's own held-out data; right: on the global test set re-weighted to each
+    client's label mix (:mod:`lepton_nb.federated.per_client`).
+
+    Args:
+        tables: run label -> :func:`~lepton_nb.federated.per_client.per_client_accuracy` table.
+    """
+    fig = Figure(figsize=(10, 0.55 * len(tables) + 2.2), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True)
+    labels = list(tables)
+    rng = np.random.default_rng(0)
+    for ax, col, title in zip(axes, ("heldout_accuracy", "test_accuracy_at_client_mix"),
+                              ("own held-out data", "test set at the client's label mix")):
+        for i, label in enumerate(labels):
+            v = 100 * tables[label][col].to_numpy(float)
+            v = v[np.isfinite(v)]
+            ax.scatter(v, i + rng.uniform(-0.18, 0.18, len(v)), s=12, alpha=0.6, color=f"C{i % 10}")
+            for q, mark in ((50, "|"), (10, "x")):
+                ax.scatter([np.percentile(v, q)], [i], marker=mark, s=160, color="black", zorder=3,
+                           label=("median" if q == 50 else "10th percentile") if i == 0 else None)
+            ax.scatter([v.min()], [i], marker="<", s=50, color="C3", zorder=3, label="worst client" if i == 0 else None)
+        ax.set(xlabel="accuracy %", title=title)
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(np.arange(len(labels)), labels, fontsize=8)
+    axes[0].legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def dp_budget(run, epsilons: Mapping[int, float], *, reference=None, relation: str = "") -> Figure:
+    """DP-FedAvg: test accuracy per round (left) and the user-level epsilon spent (right).
+
+    Args:
+        run: the DP run.
+        epsilons: round -> epsilon after it (:func:`lepton_nb.federated.accounting.epsilon_curve`).
+        reference: the same model and clients without noise or clipping.
+        relation: the neighbouring relation the epsilon is stated for (in the panel's title).
+    """
     fig = Figure(figsize=(9, 3.2), layout="constrained")
     a1, a2 = fig.subplots(1, 2)
     x, y = _test_curve(run)
@@ -103,8 +157,8 @@ def dp_budget(run, epsilons: Sequence[float], *, reference=None) -> Figure:
     a1.set(xlabel="round", ylabel="test accuracy %", title="accuracy")
     a1.legend(fontsize=8)
     a1.grid(alpha=0.3)
-    a2.plot(np.arange(1, len(epsilons) + 1), epsilons, color="C3")
-    a2.set(xlabel="round", ylabel="epsilon", title="user-level epsilon spent")
+    a2.plot(list(epsilons), list(epsilons.values()), color="C3", marker="o", ms=3)
+    a2.set(xlabel="round", ylabel="epsilon", title="user-level epsilon spent" + (f"\n({relation})" if relation else ""))
     for ax in (a1, a2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     a2.grid(alpha=0.3)

@@ -242,7 +242,12 @@ def worker(*, log: str | os.PathLike | None = None) -> WorkerProcess:
         return _DEFAULT
 
 
-_INSTALLED = False
+# TFF's context stack is thread-local (``ContextStackImpl(threading.local)``): a default context
+# set in one thread is not seen by another, which starts with TFF's RuntimeErrorContext. So the
+# installation is recorded per thread, with the generation of the shared worker it points at
+# (shutdown() starts a new generation: the old contexts' executors hold the stopped worker's channel).
+_THREAD = threading.local()
+_GENERATION = 0
 
 
 def _shared_stub():
@@ -252,18 +257,18 @@ def _shared_stub():
 def install_default(*, fresh: bool = False) -> None:
     """Replace TFF's own default context (unmanaged worker) by a native one on the shared worker.
 
-    Idempotent and cheap: the worker starts at the first computation, not here. Every builder in
-    :mod:`lepton_nb.federated` calls it, so a TFF computation invoked outside :func:`context` (e.g.
-    ``process.get_model_weights(state)``) also runs on the managed worker. ``fresh=True`` installs
-    a new context even if one is installed (its executors cache the stub of the worker they met).
+    Per thread (TFF's context stack is thread-local), idempotent and cheap: the worker starts at
+    the first computation, not here. Every builder in :mod:`lepton_nb.federated` calls it, so a
+    TFF computation invoked outside :func:`context` (e.g. ``process.get_model_weights(state)``)
+    also runs on the managed worker; the round loop calls it in its own thread. ``fresh=True``
+    installs a new context even if one is installed.
     """
-    global _INSTALLED
-    if _INSTALLED and not fresh:
+    if not fresh and getattr(_THREAD, "generation", None) == _GENERATION:
         return
     from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 
     context_stack_impl.context_stack.set_default_context(_sync_context(_shared_stub, "native"))
-    _INSTALLED = True
+    _THREAD.generation = _GENERATION
 
 
 @contextlib.contextmanager
@@ -316,12 +321,14 @@ def running_workers() -> list[WorkerProcess]:
 def shutdown() -> int:
     """Stop every worker started here; returns how many were running. Safe to call twice."""
     global _DEFAULT
+    global _GENERATION
     alive = running_workers()
     for w in alive:
         w.stop()
     _DEFAULT = None
-    if _INSTALLED:  # the installed context's executors hold the stopped worker's channel
-        install_default(fresh=True)
+    _GENERATION += 1  # every thread's installed context holds the stopped worker's channel
+    if hasattr(_THREAD, "generation"):
+        install_default()
     return len(alive)
 
 

@@ -10,8 +10,10 @@ The case study runs one data set through every part of lepton_nb and ends with o
   with augmentation under a ``tf.distribute`` strategy (:mod:`lepton_nb.distributed`);
 - DP-SGD at a stated epsilon (:func:`lepton_nb.privacy.train_dp`, Abadi et al. 2016);
 - FedAvg (McMahan et al. 2017) over simulated hospitals holding non-IID data (Dirichlet split,
-  Hsu et al. 2019), and DP-FedAvg (McMahan et al. 2018) with user-level (hospital-level) epsilon
-  (:func:`federated_hospitals`, on :class:`lepton_nb.federated.simulation.Simulation`);
+  Hsu et al. 2019) with each hospital's accuracy on its own held-out images, and DP-FedAvg
+  (McMahan et al. 2018) with Poisson sampling of hospitals and a user-level (hospital-level)
+  epsilon under add/remove-one-hospital neighbouring (:func:`federated_hospitals`, on
+  :class:`lepton_nb.federated.simulation.Simulation`);
 - Grad-CAM (Selvaraju et al. 2017) on right and wrong predictions
   (:func:`lepton_nb.metrics.right_and_wrong`);
 - the final comparison beside the seed article's claim (:func:`row`, :func:`comparison_table`,
@@ -63,6 +65,7 @@ __all__ = [
     "comparison_table",
     "distributed_markdown",
     "federated_hospitals",
+    "federated_markdown",
     "get_config",
     "quality_failures",
     "row",
@@ -119,9 +122,12 @@ class CaseStudyConfig:
         fed_model: the model FedAvg trains (the seed CNN).
         alpha: Dirichlet concentration of the hospitals' label mix (small = more skewed).
         min_hospital_size: smallest hospital allowed by the split (redrawn until it holds).
+        hospital_holdout: fraction of each FedAvg hospital's images kept out of training, on which
+            its own accuracy is measured (DP-FedAvg's hospitals keep none: per-hospital figures
+            are not released under DP).
         fedavg: hospitals, hospitals per round, rounds and local training of FedAvg.
         dp_fed: DP-FedAvg's aggregation (noise, clipping, accounting); user level, one hospital
-            is the privacy unit.
+            is the privacy unit; hospitals join each round by Poisson sampling.
         dp_fedavg: its own (larger) population of hospitals, rounds and local training.
         dp_fed_model: its small model (the noise grows with the number of parameters).
         explain_examples: right and as many wrong predictions explained with Grad-CAM.
@@ -148,11 +154,11 @@ class CaseStudyConfig:
     fed_model: CNNConfig = SEED_CNN
     alpha: float = 0.5
     min_hospital_size: int = 10
+    hospital_holdout: float = 0.15
     fedavg: FedAvgConfig = field(default_factory=lambda: FedAvgConfig(
         num_clients=20, clients_per_round=5, rounds=20, client=ClientConfig(local_epochs=2, batch_size=20),
         eval_every=5, test_clients=4))
-    dp_fed: DPFedAvgConfig = field(default_factory=lambda: DPFedAvgConfig(noise_multiplier=1.0,
-                                                                          sampling="without_replacement"))
+    dp_fed: DPFedAvgConfig = field(default_factory=lambda: DPFedAvgConfig(noise_multiplier=1.0))
     dp_fedavg: FedAvgConfig = field(default_factory=lambda: FedAvgConfig(
         num_clients=100, clients_per_round=20, rounds=15,
         client=ClientConfig(local_epochs=2, batch_size=20, learning_rate=0.1), eval_every=5, test_clients=4))
@@ -168,6 +174,8 @@ class CaseStudyConfig:
             raise SettingsError(f"CaseStudyConfig.alpha={self.alpha}: the Dirichlet concentration must be > 0")
         if self.min_hospital_size < 1:
             raise SettingsError(f"CaseStudyConfig.min_hospital_size={self.min_hospital_size}: must be >= 1")
+        if not 0 < self.hospital_holdout < 1:
+            raise SettingsError(f"CaseStudyConfig.hospital_holdout={self.hospital_holdout}: a fraction in (0, 1)")
         if self.dp.target_epsilon is None:
             raise SettingsError("CaseStudyConfig.dp needs a target_epsilon: the case study states the epsilon it "
                                 "trains at")
@@ -266,6 +274,9 @@ class FederatedOutcome:
         report: :func:`lepton_nb.metrics.report` of ``model`` on the test split (plus ``y_pred``).
         epsilon: user-level epsilon for DP-FedAvg (one hospital is the unit), else ``None``.
         delta: its delta, else ``None``.
+        per_hospital: each hospital's accuracy on its own held-out images and on the test set at its
+            label mix (:func:`lepton_nb.federated.per_client.per_client_accuracy`); ``None`` for
+            DP-FedAvg, whose per-hospital figures are not covered by its epsilon.
     """
 
     run: object
@@ -274,6 +285,7 @@ class FederatedOutcome:
     report: dict
     epsilon: float | None = None
     delta: float | None = None
+    per_hospital: object = None
 
     def summary(self) -> dict:
         """The run's figures with macro recall / F1 from the exported model (percent)."""
@@ -283,17 +295,28 @@ class FederatedOutcome:
             out.update({"epsilon": round(self.epsilon, 2), "delta": self.delta})
         return Summary(out)
 
+    def hospital_distribution(self) -> dict:
+        """min, 10th percentile and median of the hospitals' accuracies (percent), for reports."""
+        from lepton_nb.federated.per_client import distribution
+
+        if self.per_hospital is None:
+            raise ValueError("no per-hospital figures: a DP-FedAvg run does not release them")
+        return {"heldout": distribution(self.per_hospital["heldout_accuracy"]),
+                "test_at_hospital_mix": distribution(self.per_hospital["test_accuracy_at_client_mix"])}
+
 
 def federated_hospitals(ds: "Dataset", fed: FedAvgConfig, model: CNNConfig, *, alpha: float,
-                        dp: DPFedAvgConfig | None = None, min_size: int = 1, name: str = "fedavg_hospitals",
-                        progress: bool = False) -> FederatedOutcome:
+                        dp: DPFedAvgConfig | None = None, min_size: int = 1, holdout: float = 0.15,
+                        name: str = "fedavg_hospitals", progress: bool = False) -> FederatedOutcome:
     """FedAvg (or DP-FedAvg when ``dp`` is given) over ``fed.num_clients`` simulated hospitals.
 
     The training split is spread over the hospitals with Dirichlet(``alpha``) label proportions;
     each round samples ``fed.clients_per_round`` hospitals (:func:`lepton_nb.federated.loop.run`);
     the global model is evaluated federatedly every ``fed.eval_every`` rounds and, exported to
-    Keras, scored on the whole test split with macro recall and F1. With ``dp``: DP-FedAvg and the
-    user-level epsilon of the rounds run
+    Keras, scored on the whole test split with macro recall and F1. Without ``dp`` each hospital
+    keeps ``holdout`` of its images out of training and the outcome holds every hospital's
+    accuracy on them. With ``dp``: DP-FedAvg (Poisson sampling of hospitals, no hold-out, no
+    per-hospital figures) and the user-level epsilon of the rounds run
     (:meth:`lepton_nb.federated.simulation.Simulation.dp_fedavg`).
 
     Raises:
@@ -304,8 +327,11 @@ def federated_hospitals(ds: "Dataset", fed: FedAvgConfig, model: CNNConfig, *, a
     from lepton_nb.federated.simulation import Simulation
     from lepton_nb.training import evaluate
 
+    from lepton_nb.federated.per_client import per_client_accuracy
+
     sim = Simulation(ds, progress=progress, tensorboard=False)
-    hospitals = sim.split(fed.num_clients, alpha=alpha, min_size=min_size, seed=fed.seed)
+    hospitals = sim.split(fed.num_clients, alpha=alpha, min_size=min_size, seed=fed.seed,
+                          holdout=holdout if dp is None else 0.0)
     if dp is None:
         run = sim.fedavg(model, hospitals, fed, name=name)
     else:
@@ -313,7 +339,29 @@ def federated_hospitals(ds: "Dataset", fed: FedAvgConfig, model: CNNConfig, *, a
     keras_model = run.export_keras()
     with quiet_tf_logging("ERROR"):  # a fresh model's predict function: TF's retracing warning is noise here
         report = evaluate(keras_model, ds.x_test, ds.y_test, class_names=ds.class_names)
-    return FederatedOutcome(run, hospitals, keras_model, report, run.extra.get("epsilon"), run.extra.get("delta"))
+    per_hospital = per_client_accuracy(keras_model, hospitals, ds.x_test, ds.y_test) if dp is None else None
+    return FederatedOutcome(run, hospitals, keras_model, report, run.extra.get("epsilon"), run.extra.get("delta"),
+                            per_hospital)
+
+
+def federated_markdown(fed: FederatedOutcome, dpf: FederatedOutcome) -> str:
+    """The federated results in prose: FedAvg, its worst-served hospitals, DP-FedAvg with its epsilon,
+    neighbouring relation and what the epsilon covers; every number from the runs."""
+    h = fed.hospitals
+    d = fed.hospital_distribution()
+    held, mix = d["heldout"], d["test_at_hospital_mix"]
+    e = dpf.run.extra
+    return (f"FedAvg over {h.num_clients} hospitals ({h.split}, {h.summary()['mean_classes_per_client']:.1f} classes per "
+            f"hospital on average) reached **{100 * fed.report['accuracy']:.1f} %** after {fed.run.summary()['rounds']} "
+            f"rounds. One model does not serve every hospital equally: on their own held-out images the worst hospital "
+            f"scored **{held['min']:.1f} %**, the 10th percentile {held['p10']:.1f} % and the median {held['median']:.1f} % "
+            f"(on the test set at each hospital's label mix: {mix['min']:.1f} / {mix['p10']:.1f} / {mix['median']:.1f} %). "
+            f"DP-FedAvg over {dpf.hospitals.num_clients} hospitals, each joining a round with probability "
+            f"{dpf.run.config.clients_per_round / dpf.hospitals.num_clients:.2g} (Poisson sampling), reached "
+            f"**{100 * dpf.report['accuracy']:.1f} %** at user-level epsilon **{dpf.epsilon:.2f}** (delta {dpf.delta:g}, "
+            f"neighbouring populations differing by {e['neighbouring']}): a guarantee about whole hospitals, not single "
+            f"images, so it is not comparable with the DP-SGD epsilon above. It covers {e['epsilon_covers']}; its "
+            "per-hospital accuracies are therefore not shown.")
 
 
 # ------------------------------------------------------------------------------------- explain
