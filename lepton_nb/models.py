@@ -1,4 +1,5 @@
-"""Model builders: the seed MLP (2x128), the seed CNN and a configurable CNN family.
+"""Model builders: the seed MLP (2x128), the seed CNN, a configurable CNN family, and the linear
+model on ScatterNet features that DP-SGD trains best here (:func:`build_scatter_linear`).
 
 Every model here outputs **logits** (no softmax): train with
 ``SparseCategoricalCrossentropy(from_logits=True)`` (as :mod:`lepton_nb.training` does) and use
@@ -16,7 +17,8 @@ import tensorflow as tf
 
 from lepton_nb.settings import CNNConfig
 
-__all__ = ["build_cnn", "build_mlp", "build_seed_cnn", "count_params", "last_conv_layer", "probabilities"]
+__all__ = ["build_cnn", "build_mlp", "build_scatter_linear", "build_seed_cnn", "count_params", "last_conv_layer",
+           "probabilities"]
 
 
 def build_mlp(
@@ -97,6 +99,32 @@ def build_cnn(
 def build_seed_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> tf.keras.Model:
     """The seed article's CNN: Conv2D(32, 3x3, ReLU), MaxPool 2x2, Flatten, Dense(128, ReLU), logits."""
     return build_cnn(CNNConfig(), input_shape=input_shape, num_classes=num_classes, name="seed_cnn")
+
+
+def build_scatter_linear(feature_shape: Sequence[int] = (7, 7, 81), num_classes: int = 10, *, groups: int = 27,
+                         name: str = "scatter_linear") -> tf.keras.Model:
+    """A linear classifier on ScatterNet features with per-example GroupNorm (Tramer & Boneh 2021).
+
+    Input (B, H', W', K) features (:func:`lepton_nb.features.scatter_dataset`); GroupNormalization
+    over ``groups`` groups of K / groups channels, without scale or offset (each example normalized
+    by its own statistics: nothing is learnt from the data, so it costs no privacy and needs no
+    per-example gradient); Flatten; Dense(num_classes) logits, weights and bias initialised to zero.
+    With J=2, L=8 features of 28x28 images: 3,969 inputs, 39,700 parameters.
+
+    Raises:
+        ValueError: K not divisible by ``groups``.
+    """
+    channels = int(feature_shape[-1])
+    if groups < 1 or channels % groups:
+        raise ValueError(f"groups={groups}: the {channels} feature channels must split into equal groups "
+                         f"(choose a divisor of {channels}, e.g. 27 for 81 channels)")
+    inputs = tf.keras.Input(shape=tuple(feature_shape), name="features")
+    h = tf.keras.layers.GroupNormalization(groups=groups, axis=-1, center=False, scale=False, epsilon=1e-5,
+                                           name="groupnorm")(inputs)
+    h = tf.keras.layers.Flatten(name="flatten")(h)
+    outputs = tf.keras.layers.Dense(num_classes, kernel_initializer="zeros", bias_initializer="zeros",
+                                    name="logits")(h)
+    return tf.keras.Model(inputs, outputs, name=name)
 
 
 def last_conv_layer(model: tf.keras.Model) -> tf.keras.layers.Layer:

@@ -36,8 +36,12 @@ __all__ = [
     "DataConfig",
     "DistributionOptions",
     "MODES",
+    "FAST_CNN",
+    "FAST_CNN_AUGMENT",
+    "FAST_CNN_TRAIN",
     "Mode",
     "SEED_CNN",
+    "Scattering",
     "SettingsError",
     "TrainConfig",
     "by_mode",
@@ -88,20 +92,48 @@ class Augmentation:
 
     Attributes:
         rotation: maximum rotation as a fraction of a full turn (0.05 = 18 degrees).
-        shift: maximum translation as a fraction of the image side.
+        shift: maximum translation as a fraction of the image side (bilinear resampling).
         horizontal_flip: mirror left-right; only where the classes are mirror-invariant
             (clothing, histology), never for laterality-bearing images such as chest X-rays.
+        shift_pixels: maximum translation in whole pixels, each axis drawn uniformly in
+            ``-shift_pixels .. shift_pixels`` per image, the uncovered border filled with zeros (no
+            interpolation, cheaper than ``shift``); use one of ``shift`` and ``shift_pixels``.
     """
 
     rotation: float = 0.03
     shift: float = 0.08
     horizontal_flip: bool = False
+    shift_pixels: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.rotation <= 0.5:
             raise SettingsError(f"Augmentation.rotation={self.rotation}: use a fraction of a turn in [0, 0.5]")
         if not 0 <= self.shift < 1:
             raise SettingsError(f"Augmentation.shift={self.shift}: use a fraction of the image side in [0, 1)")
+        if not isinstance(self.shift_pixels, int) or self.shift_pixels < 0:
+            raise SettingsError(f"Augmentation.shift_pixels={self.shift_pixels!r}: use a whole number of pixels >= 0")
+        if self.shift and self.shift_pixels:
+            raise SettingsError("Augmentation: give shift (a fraction, bilinear) or shift_pixels (whole pixels, zero "
+                                "fill), not both; set the other to 0")
+
+
+@dataclass(frozen=True)
+class Scattering:
+    """The ScatterNet feature map of :mod:`lepton_nb.features` (kymatio's ``Scattering2D``).
+
+    Attributes:
+        J: scales; the features are ``2^J`` times smaller than the image on each side.
+        L: orientations of the wavelets. J=2, L=8 maps 28x28 images to 7x7x81 (Tramer & Boneh 2021).
+    """
+
+    J: int = 2
+    L: int = 8
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.J, int) or not 1 <= self.J <= 4:
+            raise SettingsError(f"Scattering.J={self.J!r}: use 1 to 4 scales (J=2 for 28x28 images)")
+        if not isinstance(self.L, int) or not 1 <= self.L <= 32:
+            raise SettingsError(f"Scattering.L={self.L!r}: use 1 to 32 orientations (L=8 is the usual choice)")
 
 
 @dataclass(frozen=True)
@@ -141,13 +173,23 @@ class TrainConfig:
     Attributes:
         epochs: maximum number of passes over the training set.
         batch_size: examples per step (global batch under a distribution strategy).
-        learning_rate: Adam's step size.
+        learning_rate: the step size (the peak of a schedule).
         early_stopping_patience: epochs without validation-loss improvement before stopping
             (best weights restored); ``None`` trains for all epochs.
         optimizer: "adam" or "sgd" (momentum 0.9).
         seed: seeds Python, NumPy and TensorFlow before the model is built.
         verbose: Keras progress output (0 silent, 1 bar, 2 one line per epoch).
         tensorboard: write TensorBoard logs under ``reports/tensorboard/<run name>``.
+        schedule: learning rate per step: "constant"; "cosine" (from ``learning_rate`` to 0 over
+            the run, after the warm-up; Loshchilov & Hutter 2017); "onecycle" (linear warm-up from
+            ``learning_rate / 25`` to ``learning_rate``, then cosine to 0; Smith & Topin 2019).
+        warmup: fraction of the steps spent warming up (linear from 0 for "cosine"); "onecycle"
+            needs a warm-up > 0.
+        label_smoothing: epsilon of label smoothing (Szegedy et al. 2016): the target is
+            ``(1 - epsilon) one_hot + epsilon / K``; 0 for plain cross-entropy.
+        weight_decay: decoupled weight decay (Loshchilov & Hutter 2019, "AdamW"/"SGDW"): each step
+            multiplies the weights by ``1 - lr * weight_decay`` (Keras' ``weight_decay``).
+        nesterov: Nesterov momentum for "sgd".
     """
 
     epochs: int = 20
@@ -158,6 +200,11 @@ class TrainConfig:
     seed: int = 0
     verbose: int = 2
     tensorboard: bool = True
+    schedule: Literal["constant", "cosine", "onecycle"] = "constant"
+    warmup: float = 0.0
+    label_smoothing: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -168,6 +215,20 @@ class TrainConfig:
             raise SettingsError(f"TrainConfig.learning_rate={self.learning_rate}: must be positive")
         if self.optimizer not in ("adam", "sgd"):
             raise SettingsError(f"TrainConfig.optimizer={self.optimizer!r}: choose 'adam' or 'sgd'")
+        if self.schedule not in ("constant", "cosine", "onecycle"):
+            raise SettingsError(f"TrainConfig.schedule={self.schedule!r}: choose 'constant', 'cosine' or 'onecycle'")
+        if not 0 <= self.warmup < 1:
+            raise SettingsError(f"TrainConfig.warmup={self.warmup}: use a fraction of the steps in [0, 1)")
+        if self.schedule == "onecycle" and not self.warmup > 0:
+            raise SettingsError("TrainConfig: schedule='onecycle' warms up first: set warmup > 0 (e.g. 0.2)")
+        if self.schedule == "constant" and self.warmup:
+            raise SettingsError("TrainConfig.warmup applies to schedule='cosine' or 'onecycle'; set it to 0")
+        if not 0 <= self.label_smoothing < 1:
+            raise SettingsError(f"TrainConfig.label_smoothing={self.label_smoothing}: use a value in [0, 1)")
+        if not self.weight_decay >= 0:
+            raise SettingsError(f"TrainConfig.weight_decay={self.weight_decay}: must be >= 0")
+        if self.nesterov and self.optimizer != "sgd":
+            raise SettingsError("TrainConfig.nesterov applies to optimizer='sgd' only")
 
 
 @dataclass(frozen=True)
@@ -259,3 +320,13 @@ DP_CNN = CNNConfig(filters=16, depth=2, norm="group", activation="tanh", dense_u
 #: The same without normalization (Papernot et al.'s own CNNs have none): faster under DP on CPUs,
 #: where Keras' GroupNormalization is slow.
 DP_CNN_NO_NORM = CNNConfig(filters=16, depth=2, norm="none", activation="tanh", dense_units=32)
+#: The non-private recipe of notebook 01 (issue 14): two conv blocks with BatchNorm, one convolution
+#: each, trained with :data:`FAST_CNN_TRAIN` and :data:`FAST_CNN_AUGMENT`.
+FAST_CNN = CNNConfig(filters=32, depth=2, convs_per_block=1, norm="batch", dense_units=128, dropout=0.2)
+#: SGD with Nesterov momentum, one-cycle learning rate peaking at 0.1 (20 % warm-up), label smoothing
+#: 0.1, decoupled weight decay 5e-4, batch 256, 25 epochs, no early stopping.
+FAST_CNN_TRAIN = TrainConfig(epochs=25, batch_size=256, learning_rate=0.1, optimizer="sgd", nesterov=True,
+                             schedule="onecycle", warmup=0.2, label_smoothing=0.1, weight_decay=5e-4,
+                             early_stopping_patience=None)
+#: Whole-pixel shifts of up to 2 pixels with zero fill, and left-right flips (for mirror-invariant classes).
+FAST_CNN_AUGMENT = Augmentation(rotation=0.0, shift=0.0, shift_pixels=2, horizontal_flip=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from typing import Callable, NamedTuple, Sequence
 
@@ -34,6 +33,8 @@ import tensorflow as tf
 
 from lepton_nb import metrics
 from lepton_nb.data import Dataset, epoch_indexed_pipeline, pipeline, split_validation
+from lepton_nb.optimization import loss_for, make_optimizer
+from lepton_nb.timing import EpochTimer
 from lepton_nb.reports import Summary
 from lepton_nb.settings import Augmentation, DataConfig, DistributionOptions, TrainConfig
 
@@ -50,13 +51,6 @@ def set_seed(seed: int) -> None:
     tf.keras.utils.set_random_seed(seed)
 
 
-def make_optimizer(cfg: TrainConfig, learning_rate: float | None = None) -> tf.keras.optimizers.Optimizer:
-    lr = cfg.learning_rate if learning_rate is None else learning_rate
-    if cfg.optimizer == "sgd":
-        return tf.keras.optimizers.SGD(lr, momentum=0.9)
-    return tf.keras.optimizers.Adam(lr)
-
-
 def scaled_learning_rate(cfg: TrainConfig, global_batch: int, rule: str = "none") -> float:
     """The learning rate for ``global_batch`` when ``cfg.learning_rate`` was tuned at ``cfg.batch_size``.
 
@@ -71,33 +65,20 @@ def scaled_learning_rate(cfg: TrainConfig, global_batch: int, rule: str = "none"
 
 
 def compile_model(model: tf.keras.Model, optimizer: tf.keras.optimizers.Optimizer, *, per_example_loss: bool = False,
-                  **compile_kwargs) -> tf.keras.Model:
+                  label_smoothing: float = 0.0, **compile_kwargs) -> tf.keras.Model:
     """Compile a logits model (or a training wrapper of one) with cross-entropy and accuracy.
 
     ``per_example_loss``: the loss returns one value per example (``reduction=NONE``), as
-    tensorflow-privacy's DP-Keras optimizers need to clip each microbatch.
+    tensorflow-privacy's DP-Keras optimizers need to clip each microbatch. ``label_smoothing``:
+    :func:`lepton_nb.optimization.loss_for`.
     """
-    reduction = tf.keras.losses.Reduction.NONE if per_example_loss else tf.keras.losses.Reduction.AUTO
     model.compile(
         optimizer=optimizer,
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
+        loss=loss_for(label_smoothing, per_example=per_example_loss),
         metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         **compile_kwargs,
     )
     return model
-
-
-class EpochTimer(tf.keras.callbacks.Callback):
-    """Records the wall time of every epoch in ``self.seconds``."""
-
-    def on_train_begin(self, logs=None):
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._t0)
 
 
 @dataclass
@@ -108,7 +89,10 @@ class TrainResult:
         model: the trained Keras model (best validation weights when early stopping ran).
         history: per-epoch ``loss``, ``accuracy`` (and ``val_*``) lists (only the epochs this call
             ran: a resumed run lists the epochs after the restored one).
-        epoch_seconds: wall time of each epoch (the first includes tracing).
+        epoch_seconds: wall time of each epoch, validation included (the first includes tracing).
+        train_seconds: wall time of each epoch's training phase, validation excluded.
+        cpu_seconds: CPU seconds of this process in each training phase.
+        loads: the machine's 1-minute load average at the end of each training phase.
         report: :func:`lepton_nb.metrics.report` on the test set, if a test set was given.
         distribution: strategy choice, replicas, global and per-replica batch, learning rate and
             its scaling rule, precision policy, XLA, steps per execution, resume epoch.
@@ -124,6 +108,9 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
     distribution: dict = field(default_factory=dict)
     train_examples: int = 0
+    train_seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)
 
     @property
     def epochs_run(self) -> int:
@@ -139,11 +126,20 @@ class TrainResult:
         return float(self.train_examples / np.median(steady)) if steady else float("nan")
 
     def summary(self) -> dict:
-        """Figures for reports: metrics in percent, epochs, time, parameters."""
+        """Figures for reports: metrics in percent, epochs, time, parameters.
+
+        ``train_seconds`` is the wall time of the training phases only (validation and the final
+        evaluation excluded), ``fit_seconds`` the whole epochs; ``train_cpu_seconds`` and
+        ``load_avg`` (mean 1-minute load at the end of the phases) say how busy the machine was.
+        """
         from lepton_nb.models import count_params
 
         out = {"params": count_params(self.model), "epochs": self.epochs_run,
-               "train_seconds": round(self.seconds, 1)}
+               "train_seconds": round(float(sum(self.train_seconds or self.epoch_seconds)), 1),
+               "fit_seconds": round(self.seconds, 1)}
+        if self.cpu_seconds:
+            out["train_cpu_seconds"] = round(float(sum(self.cpu_seconds)), 1)
+            out["load_avg"] = round(float(np.mean(self.loads)), 2)
         if self.report:
             out.update({k: round(100 * self.report[k], 2) for k in ("accuracy", "recall_macro", "f1_macro")})
         return Summary({**out, **self.extra})
@@ -254,7 +250,8 @@ def fit(plan: FitPlan, examples: Split, cfg: TrainConfig, *, name: str, test: Da
         hist = plan.trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, steps_per_epoch=plan.steps_per_epoch,
                                 callbacks=cbs, verbose=cfg.verbose)
     history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-    result = TrainResult(name, plan.model, history, timer.seconds, cfg, train_examples=len(examples.x_train))
+    result = TrainResult(name, plan.model, history, timer.seconds, cfg, train_examples=len(examples.x_train),
+                         train_seconds=timer.train_seconds, cpu_seconds=timer.cpu_seconds, loads=timer.loads)
     if test is not None:
         with quiet_tf_logging():
             result.report = evaluate(plan.model, test.x_test, test.y_test, class_names=test.class_names)
@@ -334,6 +331,13 @@ def train(
         raise ValueError("jit_compile=True does not work mirrored over logical CPU devices (XLA's CPU backend "
                          "cannot reach a variable placed on another logical CPU: 'Trying to access resource ... "
                          "located in device CPU:1 from device CPU:0'); use XLA with one replica, or on GPUs/TPU")
+    examples = split(data, data_cfg)
+    x_tr, y_tr = examples.x_train, examples.y_train
+    if global_batch > len(x_tr):
+        raise ValueError(f"global batch {global_batch} is larger than the {len(x_tr)} training examples")
+    static = choice.kind == "tpu"  # XLA on TPU wants every batch the same shape
+    steps = len(x_tr) // global_batch if static else math.ceil(len(x_tr) / global_batch)
+
     set_seed(cfg.seed)
     with strat.scope(), precision_scope(policy):
         model = model_fn if prebuilt else model_fn()
@@ -347,22 +351,16 @@ def train(
             raise ValueError(f"model {model.name!r} expects inputs {model.input_shape[1:]} but the images "
                              f"are {data.input_shape}")
         if not model.optimizer:
-            compile_model(model, make_optimizer(cfg, learning_rate), steps_per_execution=dist.steps_per_execution,
+            compile_model(model, make_optimizer(cfg, learning_rate, steps_per_epoch=steps),
+                          label_smoothing=cfg.label_smoothing, steps_per_execution=dist.steps_per_execution,
                           jit_compile=dist.jit_compile or None)
 
-    examples = split(data, data_cfg)
-    x_tr, y_tr = examples.x_train, examples.y_train
-    if global_batch > len(x_tr):
-        raise ValueError(f"global batch {global_batch} is larger than the {len(x_tr)} training examples")
-
-    static = choice.kind == "tpu"  # XLA on TPU wants every batch the same shape
     start_epoch = resume_epoch(backup_dir) if backup_dir is not None else 0
     if backup_dir is not None:
         plan = FitPlan(model, model, epoch_indexed_pipeline(
             x_tr, y_tr, batch_size=global_batch, epochs=cfg.epochs, start_epoch=min(start_epoch, cfg.epochs - 1),
             seed=cfg.seed, augment=data_cfg.augment, drop_remainder=static),
-            steps_per_epoch=len(x_tr) // global_batch if static else math.ceil(len(x_tr) / global_batch),
-            callbacks=[tf.keras.callbacks.BackupAndRestore(os.fspath(backup_dir))], static_batches=static)
+            steps_per_epoch=steps, callbacks=[tf.keras.callbacks.BackupAndRestore(os.fspath(backup_dir))], static_batches=static)
     else:
         plan = FitPlan(model, model, pipeline(x_tr, y_tr, batch_size=global_batch, shuffle=True,
                                               augment=data_cfg.augment, seed=cfg.seed, drop_remainder=static),

@@ -25,8 +25,14 @@ def test_baselines_quality_floors():
     assert nb01_baselines.quality_failures(cfg, {"seed_cnn": 87.2}) == []
     assert nb01_baselines.quality_failures(cfg, {"seed_cnn": 80.0}) == ["seed CNN reached 80.0 % (< 85.0 %)"]
     full = nb01_baselines.get_config("full")
-    family = {c.label: 91.0 for c in full.family}
-    assert "best CNN-family accuracy 91.0 %" in nb01_baselines.quality_failures(full, family)[0]
+    recipe = nb01_baselines.recipe_name(full)
+    family = {c.label: 91.0 for c in full.family} | {recipe: 93.2}
+    assert nb01_baselines.quality_failures(full, family, {recipe: 420.0}) == []
+    fails = nb01_baselines.quality_failures(full, family | {recipe: 92.9}, {recipe: 601.0})
+    assert fails == [f"{recipe} reached 92.9 % (< 93.0 %)", f"{recipe} trained for 601.0 s (> 600 s, or not recorded)"]
+    assert "not recorded" in nb01_baselines.quality_failures(full, family)[0]
+    assert "best CNN-family accuracy 91.0 %" in nb01_baselines.quality_failures(
+        full, {c.label: 91.0 for c in full.family} | {recipe: 91.0}, {recipe: 1.0})[-1]
 
 
 def _run(acc, ips=100.0, loss=0.5):
@@ -58,6 +64,12 @@ def test_privacy_prose_quotes_the_runs():
     assert "**79.5 %** test accuracy at epsilon **2.99** (delta 1e-05, add/remove one example)" in text
     assert "86.2 %" in text and "31 % of per-example gradients" in text
     assert "Noise and batches: **reproducible, not private" in text
+    recipe = SimpleNamespace(extra={"l2_norm_clip": 0.1, "noise_multiplier": 4.3066, "epsilon": 2.9765, "delta": 1e-5},
+                             report={"accuracy": 0.9003}, train_examples=60_000, epochs_run=60)
+    cfg = nb03_privacy.get_config("full")
+    text = nb03_privacy.recipe_markdown(recipe, dp, cfg)
+    assert "**90.03 %** test accuracy at epsilon **2.98**" in text and "10.5 points above" in text
+    assert f"among {nb03_privacy.RECIPE_TUNING_CONFIGURATIONS} configurations" in text and "60,000 examples" in text
     speed = nb03_privacy.speed_markdown({"fast_vs_nonprivate": 1.42, "stock_vs_nonprivate": 37.2, "stock_vs_fast": 26.2})
     assert "**1.42x**" in speed and "**37.2x**" in speed and "26.2x faster" in speed
 

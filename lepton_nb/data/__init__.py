@@ -6,7 +6,8 @@
 - :mod:`~lepton_nb.data.splits`: :func:`stratified_subset`, :func:`split_validation`,
   :func:`partition` over simulated clients (IID, Dirichlet, label shards);
 - :mod:`~lepton_nb.data.pipelines`: :func:`pipeline`, :func:`epoch_indexed_pipeline`,
-  :func:`augmenter`, :func:`augmentation_for`, :func:`augmented_examples`.
+  :func:`augmenter`, :func:`augmentation_for`, :func:`augmented_examples`; :mod:`~lepton_nb.data.augment`:
+  :class:`~lepton_nb.data.augment.RandomPixelShift` (whole-pixel shifts with zero fill).
 
 Importing this package imports numpy only; the pipelines import TensorFlow when they run.
 """

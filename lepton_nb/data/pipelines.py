@@ -24,7 +24,9 @@ __all__ = ["augmentation_for", "augmented_examples", "augmenter", "epoch_indexed
 
 
 def augmenter(aug: Augmentation, seed: int = 0) -> "tf.keras.Sequential":
-    """Keras preprocessing layers for ``aug`` (rotation, shift, optional left-right flip)."""
+    """Keras preprocessing layers for ``aug``: optional left-right flip, rotation, bilinear shift
+    (``aug.shift``) or whole-pixel shift with zero fill (``aug.shift_pixels``,
+    :class:`lepton_nb.data.augment.RandomPixelShift`)."""
     import tensorflow as tf
 
     layers = []
@@ -34,6 +36,10 @@ def augmenter(aug: Augmentation, seed: int = 0) -> "tf.keras.Sequential":
         layers.append(tf.keras.layers.RandomRotation(aug.rotation, fill_mode="constant", seed=seed + 1))
     if aug.shift:
         layers.append(tf.keras.layers.RandomTranslation(aug.shift, aug.shift, fill_mode="constant", seed=seed + 2))
+    if aug.shift_pixels:
+        from lepton_nb.data.augment import RandomPixelShift
+
+        layers.append(RandomPixelShift(aug.shift_pixels, seed=seed + 3, name="pixel_shift"))
     return tf.keras.Sequential(layers, name="augment")
 
 
@@ -140,6 +146,8 @@ def augmentation_for(ds: "Dataset", aug: Augmentation | None) -> tuple[Augmentat
         parts.append(f"rotations up to {aug.rotation * 360:.0f} degrees")
     if aug.shift:
         parts.append(f"shifts up to {aug.shift * 100:.0f} % of the side")
+    if aug.shift_pixels:
+        parts.append(f"shifts by up to {aug.shift_pixels} whole pixels (zero fill)")
     if aug.horizontal_flip and not ds.horizontal_flip_ok:
         aug = replace(aug, horizontal_flip=False)
         return aug, (", ".join(parts) or "none") + f"; no left-right flip: {ds.name} images are not mirror-invariant"

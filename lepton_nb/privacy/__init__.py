@@ -6,6 +6,8 @@
   (:mod:`~lepton_nb.privacy.sampling`), through the one training core (:func:`lepton_nb.training.fit`).
   Private by default: its noise and batches come from fresh OS entropy; ``DPSGDConfig(reproducible=True)``
   is the labelled, not private, opt-in.
+- :func:`train_scatter_dp`: the ScatterNet + linear recipe (Tramer & Boneh 2021) on fixed,
+  privacy-free features (:mod:`~lepton_nb.privacy.scatter`, :class:`ScatterDPRecipe`).
 - :func:`epsilon`, :func:`calibrate_noise`: dp_accounting (RDP and PLD) for the sampling used
   (:mod:`~lepton_nb.privacy.accounting`).
 - :class:`PrivacyBudget` (:mod:`~lepton_nb.privacy.budget`), noise schedules
@@ -29,10 +31,10 @@ from lepton_nb.privacy.accounting import (
     epsilon_for_schedule,
     steps_per_epoch,
 )
-from lepton_nb.privacy.settings import DPSGDConfig
+from lepton_nb.privacy.settings import DPSGDConfig, ScatterDPRecipe
 
-_SUBMODULES = ("accounting", "audit", "budget", "fast_clipping", "optimizers", "plotting", "sampling", "schedules",
-               "settings", "speed", "train")
+_SUBMODULES = ("accounting", "audit", "budget", "fast_clipping", "optimizers", "plotting", "sampling", "scatter",
+               "schedules", "settings", "speed", "train")
 
 #: Names re-exported from submodules that import TensorFlow, resolved on first use.
 _FROM_SUBMODULES = {
@@ -43,9 +45,10 @@ _FROM_SUBMODULES = {
     "noise_schedule": "schedules",
     "scale_to_epsilon": "schedules",
     "train_dp": "train",
+    "train_scatter_dp": "scatter",
 }
 
-__all__ = ["DPSGDConfig", "PrivacyError", "calibrate_noise", "dp_event", "epsilon", "epsilon_for_schedule",
+__all__ = ["DPSGDConfig", "PrivacyError", "ScatterDPRecipe", "calibrate_noise", "dp_event", "epsilon", "epsilon_for_schedule",
            "steps_per_epoch", *_FROM_SUBMODULES, *_SUBMODULES]
 
 _submodule, __dir__ = lazy_submodules(__name__, _SUBMODULES, globals())

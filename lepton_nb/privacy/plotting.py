@@ -11,14 +11,23 @@ from lepton_nb.plotting import Figure
 __all__ = ["budget_curve", "canary_audit", "mia_roc", "privacy_utility", "schedule", "speed"]
 
 
-def privacy_utility(epsilons: Sequence[float], accuracies: Sequence[float], *, nonprivate: float | None = None,
-                    delta: float | None = None) -> Figure:
-    """Test accuracy (%) against epsilon (log axis), the non-private accuracy as a dashed line."""
+def privacy_utility(epsilons: Sequence[float] = (), accuracies: Sequence[float] = (), *,
+                    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+                    nonprivate: float | None = None, delta: float | None = None,
+                    label: str = "DP-SGD (fast path)") -> Figure:
+    """Test accuracy (%) against epsilon (log axis), the non-private accuracy as a dashed line.
+
+    One curve from ``epsilons`` and ``accuracies`` (named ``label``), and/or several from
+    ``curves``: ``{name: (epsilons, accuracies)}``, e.g. two models side by side.
+    """
+    series = {label: (epsilons, accuracies)} if len(epsilons) else {}
+    series.update(curves or {})
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.subplots()
-    ax.plot(epsilons, accuracies, "o-", label="DP-SGD (fast path)")
-    for e, a in zip(epsilons, accuracies):
-        ax.annotate(f"{a:.1f}", (e, a), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+    for i, (name, (eps, acc)) in enumerate(series.items()):
+        ax.plot(eps, acc, "o-", color=f"C{i}", label=name)
+        for e, a in zip(eps, acc):
+            ax.annotate(f"{a:.1f}", (e, a), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     if nonprivate is not None:
         ax.axhline(nonprivate, color="grey", ls="--", label=f"non-private {nonprivate:.1f} %")
     ax.set_xscale("log")

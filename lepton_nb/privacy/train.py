@@ -124,6 +124,10 @@ def train_dp(
     """
     from lepton_nb.reports import reports_dir
 
+    if cfg.label_smoothing or cfg.schedule != "constant":
+        raise PrivacyError("train_dp trains with plain cross-entropy at a constant learning rate: set "
+                           "TrainConfig.label_smoothing=0 and schedule='constant' (the per-example loss that is "
+                           "clipped is the fast path's own)")
     examples = split(data, data_cfg)
     x_tr, y_tr = examples.x_train, examples.y_train
     n = len(x_tr)
@@ -154,6 +158,10 @@ def train_dp(
     set_seed(cfg.seed)  # the initialisation only, unless dp.reproducible
     model = model_fn()
     name = name or f"dp_{model.name}"
+    if tuple(model.input_shape[1:]) != tuple(data.input_shape):
+        raise PrivacyError(f"model {model.name!r} expects inputs {tuple(model.input_shape[1:])} but {data.name!r} holds "
+                           f"{tuple(data.input_shape)}: build the model for the data's input_shape (features of "
+                           "lepton_nb.features.scatter_dataset have their own shape)")
     check_dp_model(model, fast=dp.path == "fast")
     if mb is not None:
         check_stock_memory(model, b, mb)
