@@ -12,8 +12,9 @@ batch 256 as ``..._b256``, medians (min / max in ``results``); ``stock_vs_nonpri
 ``stock_vs_fast`` at batch 64 from a few timed steps of tensorflow-privacy's stock path (its
 memory grows with the batch squared: 18.5 GB at 256, OOM-killed here, so not at 256).
 
-Default (about 10 minutes here): 1,920 images of the bundled sample at batch 64 and 3,072 at 256,
-7 repeats. ``--full``: the whole 6,000-image sample, 9 repeats, then DP training on the full
+Default (sized for about 3 minutes on 2 cores): the seed CNN and the DP CNN, 1,280 images of the
+bundled sample at batch 64 and 2,048 at 256, 3 repeats, 4 timed stock steps. ``--full``: the three
+models, the whole 6,000-image sample, 9 repeats, then DP training on the full
 Fashion-MNIST (60k/10k) at epsilon <= 3, delta = 1e-5, Poisson sampling, with notebook 03's
 full-mode settings, recording test accuracy.
 """
@@ -87,16 +88,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="6,000 images, plus the full-data epsilon-3 run")
     parser.add_argument("--no-stock", action="store_true", help="skip the stock path's few timed steps")
-    parser.add_argument("--images", type=int, help="images per epoch at every batch size (default 1,920 / 3,072)")
-    parser.add_argument("--repeats", type=int, help="interleaved epochs per path (default 7, --full 9)")
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {', '.join(MODELS)}")
+    parser.add_argument("--images", type=int, help="images per epoch at every batch size (default 1,280 / 2,048)")
+    parser.add_argument("--repeats", type=int, help="interleaved epochs per path (default 3, --full 9)")
+    parser.add_argument("--models", default=None, help=f"comma-separated subset of {', '.join(MODELS)}")
     parser.add_argument("--paths", default="nonprivate,fast,fast_poisson", help="paths, the first the reference")
     args = parser.parse_args()
-    repeats = args.repeats or (9 if args.full else 7)
-    stock = None if args.no_stock else 6
-    plans = {64: (args.images or (6000 if args.full else 1920), stock),  # batch -> (images, stock steps)
-             256: (args.images or (6000 if args.full else 3072), None)}
-    models, paths = tuple(args.models.split(",")), tuple(args.paths.split(","))
+    repeats = args.repeats or (9 if args.full else 3)
+    stock = None if args.no_stock else (6 if args.full else 4)
+    plans = {64: (args.images or (6000 if args.full else 1280), stock),  # batch -> (images, stock steps)
+             256: (args.images or (6000 if args.full else 2048), None)}
+    models = tuple(args.models.split(",")) if args.models else (tuple(MODELS) if args.full else ("seed_cnn", "dp_cnn"))
+    paths = tuple(args.paths.split(","))
     load = [os.getloadavg()]
     results, ratios = {}, {}
     for batch, (n, stock_steps) in plans.items():
