@@ -2,7 +2,7 @@
 
 The core is :mod:`lepton_nb.privacy` (DP-SGD on the fast or stock path, accounting, budget,
 schedules, audits); this module runs the comparisons notebook 03 shows and says what they mean,
-every number taken from the run. (A little over 400 lines: one notebook's settings, runs, tables,
+every number taken from the run. (About 540 lines: one notebook's settings, runs, audits, tables,
 prose and checks, which belong together.)
 """
 

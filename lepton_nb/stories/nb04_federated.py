@@ -7,7 +7,8 @@ accounting, per-client metrics, the managed TFF worker, and
 FedAvg and its relatives from TFF (FedProx, FedAvgM, FedAdam, FedYogi, FedAdagrad, a client
 learning-rate schedule) on IID, Dirichlet(alpha) and label-shard splits, a run stopped and resumed,
 per-hospital accuracy, DP-FedAvg with Poisson client sampling and its epsilon, and secure
-aggregation (simulated) of every value that leaves a client.
+aggregation (simulated) of every value that leaves a client. (A little over 400 lines: one
+notebook's settings, comparisons, prose and checks, which belong together.)
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ The case study runs one data set through every part of lepton_nb and ends with o
 Importing this module imports neither TensorFlow nor TFF: the notebook's parameters cell stays
 light, so a CPU split for the distribution strategy can still happen in the next cell.
 
-At about 470 lines this is the longest story module, because the case study joins every
+At about 520 lines this is the longest story module but one, because the case study joins every
 capability: its settings (one block per capability), the federated hospitals and the claim table
 are used by this notebook only, and splitting them would scatter one story over several files.
 """
