@@ -320,7 +320,7 @@ DP_CNN = CNNConfig(filters=16, depth=2, norm="group", activation="tanh", dense_u
 #: The same without normalization (Papernot et al.'s own CNNs have none): faster under DP on CPUs,
 #: where Keras' GroupNormalization is slow.
 DP_CNN_NO_NORM = CNNConfig(filters=16, depth=2, norm="none", activation="tanh", dense_units=32)
-#: The non-private recipe of notebook 01 (issue 14): two conv blocks with BatchNorm, one convolution
+#: The fast non-private recipe of notebook 01 full mode: two conv blocks with BatchNorm, one convolution
 #: each, trained with :data:`FAST_CNN_TRAIN` and :data:`FAST_CNN_AUGMENT`.
 FAST_CNN = CNNConfig(filters=32, depth=2, convs_per_block=1, norm="batch", dense_units=128, dropout=0.2)
 #: SGD with Nesterov momentum, one-cycle learning rate peaking at 0.1 (20 % warm-up), label smoothing

@@ -62,7 +62,7 @@ def test_q1_fixed_size_is_the_gaussian_mechanism_with_sensitivity_2c():
     assert e.relation == "replace one client"
     exact = analytic_gaussian_epsilon(0.6, 1e-5)
     assert e.epsilon == pytest.approx(exact, rel=2e-3) and e.epsilon >= exact - 1e-6
-    assert e.rdp == pytest.approx(8.60, abs=0.01)  # issue 12's figure for the Gaussian at sensitivity 2C
+    assert e.rdp == pytest.approx(8.60, abs=0.01)  # the Gaussian mechanism alone at sensitivity 2C
     # control: the old accounting (z, not z / 2, under replace-one) reports the add/remove figure, 3.84
     old = rdp.RdpAccountant(list(accounting.ORDERS), REPLACE).compose(
         dp_accounting.SampledWithoutReplacementDpEvent(10, 10, dp_accounting.GaussianDpEvent(1.2))).get_epsilon(1e-5)

@@ -81,7 +81,7 @@ def _full() -> BaselinesConfig:
         family=(CNNConfig(filters=32, depth=2, norm="batch", dropout=0.3),),
         family_train=TrainConfig(epochs=40, batch_size=128, early_stopping_patience=6),
         min_seed_cnn_accuracy=None, min_family_accuracy=92.0,
-        # issue 14: >= 93 % trained in <= 600 s on 2 CPU cores (replaces the two-conv-per-block member)
+        # the goal: >= 93 % trained in <= 600 s on 2 CPU cores (replaces the two-conv-per-block member)
         recipe=FAST_CNN, min_recipe_accuracy=93.0, max_recipe_train_seconds=600.0)
 
 
