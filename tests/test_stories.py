@@ -107,6 +107,20 @@ def test_privacy_canary_audit_prose_and_checks_fail_when_a_control_is_missed():
     assert headline["LiRA TPR % at 0.1 % FPR, non-private models"] == 4.7
 
 
+def test_privacy_recipe_checks_fail_a_recipe_below_its_floor_or_over_its_budget():
+    cfg = nb03_privacy.get_config("full")
+    dp = SimpleNamespace(extra={"epsilon": 2.99}, report={"accuracy": 0.87})
+    lira = SimpleNamespace(tpr_at_fpr={0.001: {"tpr": 0.05, "tpr_ci": (0.03, 0.07), "fpr": 0.001}})
+    checks = dict(dp=dp, budget=SimpleNamespace(extra={"epsilon": 1.0, "stopped_by_budget": True}), budget_epsilon=1.0,
+                  sched=dp, audit={"single": {}, "lira": {"non-private": lira}, "epsilon": 2.99},
+                  canary_runs=_canary_runs())
+    recipe = SimpleNamespace(extra={"epsilon": 2.98}, report={"accuracy": 0.9003})
+    assert nb03_privacy.quality_failures(cfg, **checks, recipe=recipe) == []
+    worse = SimpleNamespace(extra={"epsilon": 3.01}, report={"accuracy": 0.885})
+    assert nb03_privacy.quality_failures(cfg, **checks, recipe=worse) == [
+        "ScatterNet recipe spent epsilon 3.010 > target 3.0", "ScatterNet recipe accuracy 88.50 % < 89.0 %"]
+
+
 def test_federated_quality_floors():
     cfg = nb04_federated.get_config("default")
     ok = {"centralized": 87.0, "fedavg_iid": 82.0, "fedavg_non_iid": 78.0}
