@@ -72,6 +72,9 @@ def test_privacy_prose_quotes_the_runs():
     assert f"among {nb03_privacy.RECIPE_TUNING_CONFIGURATIONS} configurations" in text and "60,000 examples" in text
     speed = nb03_privacy.speed_markdown({"fast_vs_nonprivate": 1.42, "stock_vs_nonprivate": 37.2, "stock_vs_fast": 26.2})
     assert "**1.42x**" in speed and "**37.2x**" in speed and "26.2x faster" in speed
+    assert "beat the plain one" not in speed
+    assert "beat the plain one" in nb03_privacy.speed_markdown({"fast_vs_nonprivate": 0.61, "stock_vs_nonprivate": 18.7,
+                                                                "stock_vs_fast": 30.7})
 
 
 def _canary_runs(correct_bound=0.2, noise_bound=5.06, clip_bound=5.06):
