@@ -39,7 +39,7 @@ def main() -> None:
     t_pipe = timed(lambda: drain(plain), repeats=args.repeats)
     t_aug = timed(lambda: drain(augmented), repeats=args.repeats)
 
-    model = ln.training.compile_model(ln.models.build_seed_cnn(), cfg)
+    model = ln.training.compile_model(ln.models.build_seed_cnn(), ln.training.make_optimizer(cfg))
     t_epoch = timed(lambda: model.fit(plain, epochs=1, verbose=0), repeats=args.repeats)
 
     ips = lambda t: round(n / t["median"], 1)  # noqa: E731
