@@ -10,9 +10,10 @@ from lepton_nb.settings import CNNConfig, SettingsError
 __all__ = ["EXPLAINED_CNN", "IG_RULES", "AttributionConfig", "FaithfulnessConfig", "InfluenceConfig", "SurrogateConfig"]
 
 #: The CNN notebooks 05 and 06 explain: the family member with two pooled blocks, so the last
-#: convolution (``conv_1_0``) sits at 14x14 after downsampling; on it Grad-CAM passes the
-#: logits-randomization check, on the seed CNN (one full-resolution convolution) it does not
-#: (notebook 05 measures both). No batch norm: TracIn reads every epoch's checkpoint in inference
+#: convolution (``conv_1_0``) sits at 14x14 after downsampling, on features of parts rather than
+#: of pixels, which is what Grad-CAM weighs. (With the re-initialization seed offset from the
+#: training seed, the seed CNN's Grad-CAM passes the logits-randomization check as well: its 0.93
+#: in issue 13 came from re-creating the initial head; notebook 05 measures both.) No batch norm: TracIn reads every epoch's checkpoint in inference
 #: mode, where batch norm's moving statistics lag behind early in training.
 EXPLAINED_CNN = CNNConfig(filters=32, depth=2, dropout=0.3)
 

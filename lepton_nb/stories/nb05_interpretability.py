@@ -221,8 +221,9 @@ def choice_markdown(choice: dict) -> str:
         why = "So this notebook explains the first: its Grad-CAM maps depend on what the top of the model learned."
     elif va["pass"] == vb["pass"]:
         why = ("The randomization check does not separate the two architectures here"
-               + (f"; the explained CNN's maps are the more class-specific ({sa:.2f} against {sb:.2f})" if sa < sb else
-                  f", and neither are the maps more class-specific ({sa:.2f} against {sb:.2f})")
+               + (f"; the explained CNN's maps are the more class-specific ({sa:.2f} against {sb:.2f}, lower is more "
+                  "specific)" if sa < sb else f", and the seed CNN's maps are the more class-specific ({sb:.2f} against "
+                  f"{sa:.2f}, lower is more specific)")
                + ". The notebook explains the depth-2 CNN because its last convolution sits after downsampling, "
                  "on features of parts rather than of pixels, which is what Grad-CAM weighs.")
     else:
