@@ -259,33 +259,28 @@ def _measure_latency(page, overlay) -> None:
     method = _control(page, "method", "dropdown").locator("select")
     slider = _control(page, "image", "slider").locator(".noUi-handle")
     alpha = _control(page, "alpha", "slider").locator(".noUi-handle")
-    start = int(page.evaluate(KERNEL_PRINT, "print(len(explorer.timings))"))
-    samples, direction, plan = [], "ArrowRight", []
+    last = "import json; print(json.dumps([len(explorer.timings), explorer.timings[-1]]))"
+    samples, direction = [], "ArrowRight"
+
+    def sample(m: str, kind: str, key: str) -> None:
+        before = json.loads(page.evaluate(KERNEL_PRINT, last))[0]
+        ms = _timed(page, overlay, lambda: page.keyboard.press(key))
+        count, k = json.loads(page.evaluate(KERNEL_PRINT, last))  # runs after the update has finished
+        assert count == before + 1 and k["method"] == m, f"one kernel update of {m} per key press, got {count - before}: {k}"
+        # the kernel knows whether it computed (an image this method showed before comes from the cache)
+        samples.append({"method": m, "kind": k["kind"], "planned": kind, "ms": ms, "kernel_ms": k["ms"]})
+
     for m in (*TIMED_METHODS, SLOW_METHOD):
-        method.select_option(m)
-        page.wait_for_timeout(500)
-        page.evaluate(KERNEL_PRINT, "pass")  # the method's first (cold, untimed) update has finished
+        if method.input_value() != m:  # the switch's own update, drawn before timing starts
+            _timed(page, overlay, lambda: method.select_option(m))
         n_cold, n_cached = (COLD, CACHED) if m != SLOW_METHOD else (2, 2)
-        plan.append((m, n_cold + n_cached))
         slider.focus()
         for _ in range(n_cold):  # the next image, not seen with this method: its maps are computed
-            samples.append({"method": m, "kind": "cold", "ms": _timed(page, overlay, lambda: page.keyboard.press(direction))})
+            sample(m, "cold", direction)
         alpha.focus()
         for k in range(n_cached):  # another alpha for the same image: its maps come from the cache
-            key = "ArrowLeft" if k % 2 == 0 else "ArrowRight"
-            samples.append({"method": m, "kind": "cached", "ms": _timed(page, overlay, lambda: page.keyboard.press(key))})
+            sample(m, "cached", "ArrowLeft" if k % 2 == 0 else "ArrowRight")
         direction = "ArrowLeft" if direction == "ArrowRight" else "ArrowRight"
-    kernel = json.loads(page.evaluate(KERNEL_PRINT, "import json; print(json.dumps(explorer.timings))"))[start:]
-    assert len(kernel) == len(samples) + len(plan), "one kernel update per control change"
-    paired, i = [], 0
-    for m, n in plan:  # skip each method switch's own update, pair the rest in order
-        paired += kernel[i + 1:i + 1 + n]
-        i += 1 + n
-    for s_, k in zip(samples, paired):
-        assert s_["method"] == k["method"], (s_, k)
-        if s_["kind"] != k["kind"]:  # an image this method already showed (the first check's, or a revisit)
-            s_["kind"] = k["kind"]  # the kernel knows whether it computed: it decides cold or cached
-        s_["kernel_ms"] = k["ms"]
     for m in (*TIMED_METHODS, SLOW_METHOD):
         assert any(s_["method"] == m and s_["kind"] == "cold" for s_ in samples), f"no cold update of {m} timed"
     fast = [s_ for s_ in samples if s_["method"] != SLOW_METHOD]
