@@ -8,6 +8,7 @@ with another package.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Mapping, Sequence
 
 import matplotlib
@@ -110,8 +111,8 @@ def methods_side_by_side(images: np.ndarray, maps: Mapping[str, np.ndarray], *, 
             axes[i, 0].set_ylabel(titles[i], fontsize=7, rotation=0, ha="right", va="center")
         for j, (name, hm) in enumerate(maps.items(), start=1):
             axes[i, j].imshow(overlay_rgb(images[i], hm[i], alpha=alpha))
-            if i == 0:
-                axes[i, j].set_title(_title(name), fontsize=8)
+            if i == 0:  # wrapped: a column is 1.45 inches wide ("DP-FedAvg CNN (eps 7.6)" ran into its neighbour)
+                axes[i, j].set_title(textwrap.fill(_title(name), 16), fontsize=8)
         for ax in axes[i]:
             clean_axes(ax)
     axes[0, 0].set_title("image", fontsize=8)
