@@ -87,3 +87,24 @@ def _assert_drawn(fig, *, min_axes: int = 1) -> None:
 def assert_drawn():
     """Check that a lepton_nb figure draws (see :func:`_assert_drawn`)."""
     return _assert_drawn
+
+
+@pytest.fixture(scope="session")
+def small_d2(tiny):
+    """A small member of the explained CNN family (two pooled blocks, 8 filters), trained 3 epochs
+    on ``tiny``; the explanation tests share it."""
+    import lepton_nb as ln
+    from lepton_nb.settings import CNNConfig, TrainConfig
+
+    return ln.training.train(lambda: ln.models.build_cnn(CNNConfig(filters=8, depth=2, dense_units=32)), tiny,
+                             TrainConfig(epochs=3, verbose=0, tensorboard=False, early_stopping_patience=None),
+                             name="small_d2").model
+
+
+@pytest.fixture(scope="session")
+def small_batch(small_d2, tiny):
+    """Twelve test images and ``small_d2``'s predicted class for each."""
+    from lepton_nb.explain import _common
+
+    x = tiny.x_test[:12]
+    return x, _common.predict_logits(small_d2, x).argmax(1).astype(np.int32)

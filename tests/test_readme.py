@@ -110,7 +110,8 @@ def test_versions_named_in_docs_stack_are_the_locked_ones():
              "tf-explain": "0.3.1", "dp-accounting": "0.4.3", "keras": "2.14.0", "ipython": "8.20.0",
              "opencv-python-headless": "4.10.0.84", "numpy": "1.25.2", "scipy": "1.9.3", "jax": "0.4.13",
              "jaxlib": "0.4.13", "packaging": "26.4", "tensorflow-empirical-privacy": "0.1.0",
-             "scikit-learn": "1.6.1", "statsmodels": "0.14.0", "patsy": "1.0.3", "immutabledict": "2.2.5"}
+             "scikit-learn": "1.6.1", "statsmodels": "0.14.0", "patsy": "1.0.3", "immutabledict": "2.2.5",
+             "xplique": "1.5.2", "scikit-image": "0.24.0", "einops": "0.8.1", "deprecated": "1.2.18", "lazy-loader": "0.4"}
     for package, version in named.items():
         assert lock[package] == version, package
         assert version in text, (package, version)

@@ -180,17 +180,45 @@ def test_dp_fedavg_prose_states_epsilon_relation_sampling_and_coverage():
     assert "**not** all of them" in nb04_federated.secure_markdown(leaky)
 
 
-def test_interpretability_prose_states_the_floor_it_checks():
+def _verdict(**passes):
+    return {m: {"pass": p, "judged_on": "spearman_abs", "reproducible": 0.5, "after_logits": 0.1, "gap": 0.4,
+                "needed_gap": 0.15} for m, p in passes.items()}
+
+
+def test_interpretability_checks_fail_where_their_controls_say():
+    import pandas as pd
+
     cfg = nb05_interpretability.get_config("default")
-    sur = SimpleNamespace(depth=9, leaves=64, fidelity=0.8015, fidelity_train=0.83, accuracy=0.78, model_accuracy=0.87)
-    text = nb05_interpretability.surrogate_markdown(sur, cfg, 4000)
-    assert f"meets the notebook's {cfg.min_fidelity:g} % fidelity floor" in text and "**80.2 %** of 4,000" in text
-    low = SimpleNamespace(**{**vars(sur), "fidelity": 0.70})
-    assert f"misses the notebook's {cfg.min_fidelity:g} % fidelity floor by 8.0 points" in \
-        nb05_interpretability.surrogate_markdown(low, cfg, 4000)
-    checks = {"gradcam_hit_rate": 1.0, "surrogate_fidelity": 70.0, "deletion_auc_above_random": [],
-              "gradcam_spearman_all_random": 0.1}
-    assert nb05_interpretability.quality_failures(cfg, checks) == [f"surrogate fidelity 70.0 % (< {cfg.min_fidelity} %)"]
+    loc = pd.DataFrame({"pointing": [1.0, 0.33, 0.08], "pointing_se": [0.0, 0.06, 0.03]}, index=["gradcam", "input", "random"])
+    mis = pd.DataFrame({"auc": [0.97, 0.98, 0.5]}, index=["TracIn self-influence", "training loss (control)", "random"])
+    ok = {"verdict": _verdict(gradcam=True, input=False, constant=False, random=False), "localization": loc,
+          "shapes_accuracy": 1.0, "ig_median_error": 0.004, "mislabel": mis, "faithful_anywhere": True}
+    assert nb05_interpretability.quality_failures(cfg, ok) == []
+    bad = {**ok, "verdict": _verdict(gradcam=False, input=True, constant=False, random=False),
+           "localization": loc.assign(pointing=[0.7, 0.9, 0.08]), "ig_median_error": 0.02, "faithful_anywhere": False}
+    fails = nb05_interpretability.quality_failures(cfg, bad)
+    assert any("Grad-CAM fails" in f for f in fails) and any("input control passes" in f for f in fails)
+    assert any("not at chance" in f for f in fails) and any("(< 90 %)" in f for f in fails)
+    assert any("completeness" in f for f in fails) and any("controls at any fill" in f for f in fails)
+    assert nb05_interpretability.quality_failures(nb05_interpretability.get_config("smoke"), bad) == []
+
+
+def test_interpretability_prose_quotes_the_run():
+    import pandas as pd
+
+    choice = {"verdicts": {"explained": {**_verdict(g=True)["g"], "layer": "act_1_0", "draws": 4},
+                           "seed": {**_verdict(g=False)["g"], "layer": "act_0_0", "draws": 4}},
+              "specificity": {"explained": 0.31, "seed": 0.87}, "test_accuracy": {"explained": 0.88, "seed": 0.87}}
+    text = nb05_interpretability.choice_markdown(choice)
+    assert "**passes**" in text and "**fails**" in text and "explains the first" in text
+    assert "(4 draws)" in text and "agree at 0.31" in text and "agree at 0.87" in text
+    mis = pd.DataFrame({"auc": [0.97, 0.975, 0.984, 0.49]},
+                       index=["TracIn self-influence", "IF self-influence", "training loss (control)", "random"])
+    refit = {"single_spearman": [0.99, 0.98], "set_spearman": 0.97, "mean_actual": {"IF top-k": 1.2, "40 random": 0.001}}
+    text = nb05_interpretability.influence_markdown(refit, None, {"table": mis, "flipped": 300, "images": 6000,
+                                                                  "fitted_flipped": 0.06})
+    assert "0.99, 0.98" in text and "300 of 6000 flipped" in text and "training loss finds the flipped labels" in text
+    assert "AUC TracIn self-influence 0.970" in text
 
 
 @pytest.mark.parametrize("story", [nb01_baselines, nb02_distributed, nb03_privacy, nb04_federated,

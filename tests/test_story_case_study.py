@@ -101,7 +101,7 @@ def test_right_and_wrong_with_few_errors_and_bad_input():
         ln.metrics.right_and_wrong(y, pred[:3], 2)
     with pytest.raises(ValueError, match="k=0"):
         ln.metrics.right_and_wrong(y, pred, 0)
-    assert cs.titles([0, 5], y, pred, ["a", "b", "c"]) == ["right: a", "wrong: c\n(pred. a)"]
+    assert ln.explain.plotting.right_wrong_titles([0, 5], y, pred, ["a", "b", "c"]) == ["right: a", "wrong: c\n(pred. a)"]
 
 
 # -------------------------------------------------------------------------------------- the table

@@ -1,24 +1,31 @@
 """Explanations of image (and tabular) classifiers: numbers first, figures and widgets apart.
 
-- :func:`gradcam` (Selvaraju et al. 2017) and the other attribution methods in
-  :mod:`~lepton_nb.explain.attribution` (occlusion, integrated gradients, SmoothGrad, vanilla
-  gradients, activation maps) return arrays;
-- :mod:`~lepton_nb.explain.surrogate`: a decision tree that mimics the model on region features;
-- :mod:`~lepton_nb.explain.influence`: per-class region importance and the tabular case;
-- :mod:`~lepton_nb.explain.trust`: deletion/insertion faithfulness, model-randomization sanity
-  check, localization on data with a known answer;
-- :mod:`~lepton_nb.explain.plotting`: matplotlib figures; :mod:`~lepton_nb.explain.widgets`: the
-  ipywidgets explorer (ipywidgets imported only there); :mod:`~lepton_nb.explain.settings`: options.
+- methods: :func:`gradcam` (Selvaraju et al. 2017) and HiResCAM in :mod:`~lepton_nb.explain.cam`;
+  integrated gradients, gradients, occlusion and one registry of every method in
+  :mod:`~lepton_nb.explain.attribution`; Xplique's Grad-CAM++, SmoothGrad/SquareGrad/VarGrad, RISE,
+  LIME, KernelSHAP and Sobol in :mod:`~lepton_nb.explain.xplique`;
+- checks that can fail, each with controls: :mod:`~lepton_nb.explain.faithfulness`
+  (deletion/insertion and MuFidelity at several fills), :mod:`~lepton_nb.explain.sanity`
+  (cascading randomization on the foreground, class specificity, Xplique's randomization and
+  stability metrics), :mod:`~lepton_nb.explain.localization` (shapes whose decisive cue is not the
+  brightest);
+- :mod:`~lepton_nb.explain.influence`: which training images made a prediction (TracIn, influence
+  functions); :mod:`~lepton_nb.explain.importance`: per-class region and per-feature importance;
+- :mod:`~lepton_nb.explain.surrogate`: trees distilled from the model over readable features;
+  :mod:`~lepton_nb.explain.tabular`: the breast-cancer case and a scikit-learn wrapper;
+- :mod:`~lepton_nb.explain.plotting`: figures; :mod:`~lepton_nb.explain.widgets`: the ipywidgets
+  explorer (ipywidgets imported only there); :mod:`~lepton_nb.explain.settings`: options.
 
-Submodules load on first use, so ``import lepton_nb.explain`` imports neither TensorFlow nor
-tf-explain until a method runs.
+Submodules load on first use, so ``import lepton_nb.explain`` imports neither TensorFlow, tf-explain
+nor Xplique until a method runs.
 """
 
 from __future__ import annotations
 
 from lepton_nb._lazy import lazy_submodules
 
-_SUBMODULES = ("attribution", "cam", "influence", "plotting", "settings", "surrogate", "tabular", "trust", "widgets")
+_SUBMODULES = ("attribution", "cam", "faithfulness", "importance", "influence", "localization", "plotting", "sanity",
+               "settings", "surrogate", "tabular", "widgets", "xplique")
 
 __all__ = ["default_layer", "feature_layers", "gradcam", *_SUBMODULES]
 

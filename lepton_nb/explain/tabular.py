@@ -1,5 +1,7 @@
 """The tabular case: scikit-learn's bundled breast-cancer data (Wisconsin diagnostic, 569 tumours,
-30 named measurements; no network needed) and a small Keras MLP that outputs logits.
+30 named measurements; no network needed), a small Keras MLP that outputs logits, and
+:class:`KerasClassifier`, the Keras model as a fitted scikit-learn classifier so that
+``sklearn.inspection`` (permutation importance, partial dependence) runs on it unchanged.
 
 The :class:`~lepton_nb.data.Dataset` returned holds standardized feature rows (N, 30) instead of
 images, so :func:`lepton_nb.training.train` trains on it unchanged; the raw (unscaled) rows are kept
@@ -12,8 +14,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
 
-__all__ = ["TabularData", "breast_cancer", "build_tabular_mlp"]
+__all__ = ["KerasClassifier", "TabularData", "breast_cancer", "build_tabular_mlp"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,3 +74,32 @@ def build_tabular_mlp(num_features: int, num_classes: int = 2, *, hidden: Sequen
             h = tf.keras.layers.Dropout(dropout, name=f"dropout_{i}")(h)
     outputs = tf.keras.layers.Dense(num_classes, name="logits")(h)
     return tf.keras.Model(inputs, outputs, name=name)
+
+
+class KerasClassifier(ClassifierMixin, BaseEstimator):
+    """A trained Keras logits model as a fitted scikit-learn classifier (``predict``,
+    ``predict_proba``, ``score``; ``classes_`` are 0..K-1). ``fit`` is refused: train with
+    :func:`lepton_nb.training.train`.
+    """
+
+    def __init__(self, model=None, batch_size: int = 1024):
+        self.model = model
+        self.batch_size = batch_size
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return self.model is not None
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return np.arange(int(self.model.output_shape[-1]))
+
+    def fit(self, X, y=None):
+        raise NotImplementedError("KerasClassifier wraps a trained model; train it with lepton_nb.training.train")
+
+    def predict_proba(self, X) -> np.ndarray:
+        from lepton_nb.explain import _common
+
+        return _common.softmax(_common.predict_logits(self.model, np.asarray(X, np.float32), self.batch_size))
+
+    def predict(self, X) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)

@@ -8,7 +8,10 @@ Speed: probabilities of all images come from one batched call at start; each hea
 computes the maps of **all classes** of an image in one batched call (so switching the target
 class costs nothing) and keeps them in an LRU cache; :meth:`ExplorerModel.prefetch` fills the cache
 for many images in one call. Images are drawn as PNGs straight from arrays (no matplotlib figure
-per update).
+per update). Every update's kernel time is kept in :attr:`Explorer.timings`, marked "cold" (a
+heatmap was computed) or "cached"; tests/test_browser.py times the same updates in the browser,
+from the control change to the new image drawn. The black-box methods (occlusion, RISE, LIME,
+KernelSHAP, Sobol) query the model hundreds of times per class: their cold updates take seconds.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import numpy as np
 __all__ = ["Explorer", "ExplorerModel", "explorer", "png_bytes"]
 
 TARGETS = ("predicted", "true", "class")
-EXPLORER_METHODS = ("gradcam", "integrated_gradients", "smoothgrad", "vanilla_gradients", "occlusion", "activation")
-_LAYERED = {"gradcam", "activation"}
+EXPLORER_METHODS = ("gradcam", "hirescam", "gradcampp", "integrated_gradients", "vanilla_gradients", "smoothgrad",
+                    "squaregrad", "vargrad", "occlusion", "rise", "lime", "kernelshap", "sobol", "activation")
+_LAYERED = {"gradcam", "hirescam", "gradcampp", "activation"}
 
 
 def png_bytes(rgb: np.ndarray, *, scale: int = 8) -> bytes:
@@ -129,7 +133,11 @@ class ExplorerModel:
             return np.repeat(hm[:, None], k, axis=1)
         rep = np.repeat(x, k, axis=0)
         classes = np.tile(np.arange(k, dtype=np.int32), n)
-        opts = {"layer_name": layer} if method == "gradcam" else self.attribution.options(method)
+        opts = dict(self.attribution.options(method))
+        if method in ("gradcam", "hirescam"):
+            opts["layer_name"] = layer
+        elif method == "gradcampp":
+            opts["conv_layer"] = layer
         return attr.heatmaps(self.model, rep, method, classes, **opts).reshape(n, k, h, w)
 
     def _store(self, key, maps: np.ndarray) -> None:
@@ -221,6 +229,7 @@ class Explorer:
         self.probs = W.HTML()
         self.caption = W.HTML()
         self.last_update_ms = float("nan")
+        self.timings: list[dict] = []
         self._indices = logic.indices(False)
         controls = W.VBox([self.misclassified, self.position, self.method, self.target, self.class_index, self.layer,
                            self.alpha])
@@ -243,8 +252,12 @@ class Explorer:
         self.update()
 
     def update(self) -> dict | None:
-        """Redraw for the current controls; returns the view shown (``None`` if no image)."""
+        """Redraw for the current controls; returns the view shown (``None`` if no image).
+
+        Appends ``{"ms", "kind" ("cold" or "cached"), "method"}`` to :attr:`timings`.
+        """
         t0 = time.perf_counter()
+        misses = self.logic.stats["misses"]
         self.class_index.disabled = self.target.value != "class"
         self.layer.disabled = self.method.value not in _LAYERED or not self.logic.layers
         if self.index is None:
@@ -259,6 +272,8 @@ class Explorer:
         self.probs.value = _prob_html(v["probs"], self.logic.class_names, v["target"], v["label"])
         self.caption.value = v["caption"]
         self.last_update_ms = 1000 * (time.perf_counter() - t0)
+        self.timings.append({"ms": self.last_update_ms, "method": self.method.value,
+                             "kind": "cold" if self.logic.stats["misses"] > misses else "cached"})
         return v
 
     def _ipython_display_(self):  # pragma: no cover - needs a front end

@@ -9,7 +9,8 @@ core library or its own story module; the core library never imports a story.
 - :mod:`~lepton_nb.stories.nb02_distributed`: strategies, 1 vs N replicas, resume, export;
 - :mod:`~lepton_nb.stories.nb03_privacy`: DP-SGD, accounting, budget, schedules, audit, speed;
 - :mod:`~lepton_nb.stories.nb04_federated`: FedAvg IID / non-IID, sweeps, DP-FedAvg, secure aggregation;
-- :mod:`~lepton_nb.stories.nb05_interpretability`: attributions, surrogate, trust checks, explorer;
+- :mod:`~lepton_nb.stories.nb05_interpretability`: attributions and the checks beside their controls, training-data
+  influence, the distilled surrogate, explorer;
 - :mod:`~lepton_nb.stories.nb06_case_study`: all of it on one data set, one final table.
 """
 

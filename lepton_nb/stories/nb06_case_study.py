@@ -15,7 +15,9 @@ The case study runs one data set through every part of lepton_nb and ends with o
   epsilon under add/remove-one-hospital neighbouring (:func:`federated_hospitals`, on
   :class:`lepton_nb.federated.simulation.Simulation`);
 - Grad-CAM (Selvaraju et al. 2017) on right and wrong predictions
-  (:func:`lepton_nb.metrics.right_and_wrong`);
+  (:func:`lepton_nb.metrics.right_and_wrong`) of the CNN with two pooled blocks
+  (:data:`lepton_nb.explain.settings.EXPLAINED_CNN`), and the training images that helped and
+  harmed them most (TracIn and influence functions, :mod:`lepton_nb.explain.influence`);
 - the final comparison beside the seed article's claim (:func:`row`, :func:`comparison_table`,
   :func:`claim_markdown`, :func:`quality_failures`).
 
@@ -35,6 +37,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
+from lepton_nb.explain.settings import EXPLAINED_CNN, InfluenceConfig
 from lepton_nb.federated.settings import ClientConfig, DPFedAvgConfig, FedAvgConfig
 from lepton_nb.privacy.settings import DPSGDConfig
 from lepton_nb.reports import Summary
@@ -70,7 +73,6 @@ __all__ = [
     "quality_failures",
     "row",
     "summary_rows",
-    "titles",
 ]
 
 SECTION = "06_medical_case_study"
@@ -130,7 +132,10 @@ class CaseStudyConfig:
             is the privacy unit; hospitals join each round by Poisson sampling.
         dp_fedavg: its own (larger) population of hospitals, rounds and local training.
         dp_fed_model: its small model (the noise grows with the number of parameters).
+        explain_model, explain_train: the CNN explained (two pooled blocks, see notebook 05 for why)
+            and its training (with a checkpoint per epoch, for TracIn).
         explain_examples: right and as many wrong predictions explained with Grad-CAM.
+        influence: settings of the training-data influence of one right and one wrong prediction.
         checks: quality floors outside smoke mode.
     """
 
@@ -163,7 +168,11 @@ class CaseStudyConfig:
         num_clients=100, clients_per_round=20, rounds=15,
         client=ClientConfig(local_epochs=2, batch_size=20, learning_rate=0.1), eval_every=5, test_clients=4))
     dp_fed_model: CNNConfig = CNNConfig(filters=8, depth=2, dense_units=0, activation="tanh")
+    explain_model: CNNConfig = EXPLAINED_CNN
+    explain_train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=12, early_stopping_patience=4,
+                                                                           verbose=0, tensorboard=False))
     explain_examples: int = 4
+    influence: InfluenceConfig = field(default_factory=InfluenceConfig)
     checks: Checks = field(default_factory=Checks)
 
     def __post_init__(self) -> None:
@@ -202,7 +211,9 @@ def _smoke() -> CaseStudyConfig:
         min_hospital_size=5,
         fedavg=tiny,
         dp_fedavg=replace(tiny, rounds=1, eval_every=1),
+        explain_train=quick,
         explain_examples=2,
+        influence=InfluenceConfig(checkpoints=1, top=4),
     )
 
 
@@ -220,6 +231,7 @@ def _full() -> CaseStudyConfig:
         dp_fedavg=FedAvgConfig(num_clients=1000, clients_per_round=100, rounds=100,
                                client=ClientConfig(local_epochs=1, batch_size=10, learning_rate=0.05),
                                eval_every=10, test_clients=10),
+        explain_train=TrainConfig(epochs=30, batch_size=128, early_stopping_patience=4, verbose=0, tensorboard=False),
         explain_examples=6,
         checks=Checks(centralized=0.90, dp=0.75, federated=0.85, dp_federated=0.6),
     )
@@ -362,20 +374,6 @@ def federated_markdown(fed: FederatedOutcome, dpf: FederatedOutcome) -> str:
             f"neighbouring populations differing by {e['neighbouring']}): a guarantee about whole hospitals, not single "
             f"images, so it is not comparable with the DP-SGD epsilon above. It covers {e['epsilon_covers']}; its "
             "per-hospital accuracies are therefore not shown.")
-
-
-# ------------------------------------------------------------------------------------- explain
-
-
-def titles(indices: Sequence[int], y_true: Sequence[int], y_pred: Sequence[int], class_names: Sequence[str]
-           ) -> list[str]:
-    """Row labels "right: Coat" / "wrong: Shirt\\n(pred. Coat)" for the explained images."""
-    out = []
-    for i in indices:
-        t, p = int(y_true[i]), int(y_pred[i])
-        out.append(f"right: {class_names[t][:12]}" if t == p else
-                   f"wrong: {class_names[t][:12]}\n(pred. {class_names[p][:12]})")
-    return out
 
 
 # ---------------------------------------------------------------------------------- the table
