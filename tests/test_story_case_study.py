@@ -275,3 +275,10 @@ def test_distributed_markdown_quotes_the_runs():
         assert piece in text
     better = SimpleNamespace(**{**vars(dist), "report": {"accuracy": 0.9}})
     assert "lower" not in cs.distributed_markdown(better, single) and cs.distributed_markdown(better, single).endswith(".")
+
+
+def test_headline_names_the_epsilon_and_unit_of_private_settings_only():
+    rows = {"CNN": cs.row("centralized", _report(0.87, 0.86, 0.85)),
+            "DP CNN": cs.row("DP", _report(0.78, 0.77, 0.76), epsilon=2.9987, delta=1e-5, privacy_unit="one image")}
+    assert cs.headline(rows) == {"CNN: test accuracy %": 87.0,
+                                 "DP CNN: test accuracy % (epsilon 3.00, delta 1e-05, unit: one image)": 78.0}

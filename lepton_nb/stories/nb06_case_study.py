@@ -62,6 +62,7 @@ __all__ = [
     "Checks",
     "FederatedOutcome",
     "SECTION",
+    "headline",
     "augmentation_for",
     "augmented_examples",
     "claim_markdown",
@@ -457,6 +458,17 @@ def summary_rows(rows: Mapping[str, Mapping]) -> dict[str, dict]:
     """
     return {name: {k: (f"{v:g}" if k == "delta" else v) for k, v in r.items() if v is not None}
             for name, r in rows.items()}
+
+
+def headline(rows: Mapping[str, Mapping]) -> dict[str, float]:
+    """The case study's headline for ``summary.json``: each setting's test accuracy, private ones with
+    the epsilon and privacy unit they were trained at."""
+    def name(setting, r):
+        if r.get("epsilon") is None:
+            return f"{setting}: test accuracy %"
+        return f"{setting}: test accuracy % (epsilon {r['epsilon']:.2f}, delta {r['delta']:g}, unit: {r['privacy unit']})"
+
+    return {name(setting, r): r["accuracy"] for setting, r in rows.items()}
 
 
 def claim_markdown(rows: Mapping[str, Mapping], dataset: str, claim: Mapping[str, float] | None = None) -> str:
