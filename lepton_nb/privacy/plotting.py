@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+import matplotlib.ticker
 import numpy as np
 
 from lepton_nb.plotting import Figure
@@ -31,6 +32,9 @@ def privacy_utility(epsilons: Sequence[float] = (), accuracies: Sequence[float] 
     if nonprivate is not None:
         ax.axhline(nonprivate, color="grey", ls="--", label=f"non-private {nonprivate:.1f} %")
     ax.set_xscale("log")
+    targets = sorted({float(f"{e:.1g}") for eps, _ in series.values() for e in eps})  # the targets, not 2x10^0
+    ax.set_xticks(targets, [f"{e:g}" for e in targets])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set(xlabel="epsilon" + (f" (delta = {delta:g})" if delta else ""), ylabel="test accuracy %",
            title="privacy-utility trade-off")
     ax.grid(alpha=0.3, which="both")
