@@ -186,3 +186,17 @@ def test_shuffle_is_a_full_permutation_beyond_ten_thousand_examples():
 def test_shuffle_epsilon_is_stated_under_zero_out():
     r = ln.privacy.accounting.neighbouring_relation
     assert r("shuffle").startswith("zero-out") and r("poisson").startswith("add/remove")
+
+
+def test_speed_paths_time_every_epoch_in_wall_and_cpu_time(tiny):
+    """The speed comparison (notebook 03, bench_dp) times each path's epochs on the shared fit core."""
+    from lepton_nb.privacy import speed
+
+    x, y = tiny.x_train[:256], tiny.y_train[:256]
+    times = speed.epoch_times(_model, x, y, batch_size=32, paths=("nonprivate", "fast"), epochs=2)
+    assert set(times) == {"nonprivate", "fast"} and all(t["steps"] == 8 and len(t["epochs"]) == 1 for t in times.values())
+    assert set(speed.ratios(times)) == {"fast_vs_nonprivate"}
+    r = speed.interleaved_ratios(_model, x, y, batch_size=32, paths=("nonprivate", "fast"), repeats=2)
+    assert all(len(r["epochs"][p]) == len(r["cpu"][p]) == 2 for p in ("nonprivate", "fast"))
+    assert all(s > 0 for p in r["cpu"] for s in r["cpu"][p])
+    assert len(r["ratios"]["fast_vs_nonprivate"]["all"]) == len(r["cpu_ratios"]["fast_vs_nonprivate"]["all"]) == 2

@@ -92,25 +92,6 @@ def _trainer(path: str, model_fn, x, y, cfg, *, l2_norm_clip: float, noise_multi
     return model, trainer, ds, steps
 
 
-class _EpochClock(tf.keras.callbacks.Callback):
-    """Wall and process CPU seconds (all threads) of every epoch."""
-
-    def on_train_begin(self, logs=None):
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        import time
-
-        self._t0, self._c0 = time.perf_counter(), time.process_time()
-
-    def on_epoch_end(self, epoch, logs=None):
-        import time
-
-        self.wall.append(time.perf_counter() - self._t0)
-        self.cpu.append(time.process_time() - self._c0)
-
-
 def interleaved_ratios(model_fn: Callable[[], tf.keras.Model], x: np.ndarray, y: np.ndarray, *, batch_size: int = 64,
                        paths: Sequence[str] = ("nonprivate", "fast"), repeats: int = 7, l2_norm_clip: float = 1.0,
                        noise_multiplier: float = 1.0, learning_rate: float = 1e-3, seed: int = 0) -> dict:
@@ -132,6 +113,8 @@ def interleaved_ratios(model_fn: Callable[[], tf.keras.Model], x: np.ndarray, y:
     """
     import os
 
+    from lepton_nb.timing import EpochTimer
+
     cfg = _train_config(batch_size=batch_size, learning_rate=learning_rate, seed=seed)
     trainers = {}
     for path in paths:
@@ -145,10 +128,10 @@ def interleaved_ratios(model_fn: Callable[[], tf.keras.Model], x: np.ndarray, y:
     for r in range(repeats):
         for path in (paths if r % 2 == 0 else list(reversed(paths))):
             trainer, ds, steps = trainers[path]
-            clock = _EpochClock()  # times the epoch inside fit (not its set-up)
-            trainer.fit(ds, steps_per_epoch=steps, epochs=1, callbacks=[clock], verbose=0)
-            times[path].append(clock.wall[0])
-            cpu[path].append(clock.cpu[0])
+            timer = EpochTimer()  # times the epoch inside fit (not its set-up)
+            trainer.fit(ds, steps_per_epoch=steps, epochs=1, callbacks=[timer], verbose=0)
+            times[path].append(timer.seconds[0])
+            cpu[path].append(timer.cpu_seconds[0])
     load.append(os.getloadavg()[0])
 
     def spread(series):
