@@ -30,6 +30,14 @@ class Figure(matplotlib.figure.Figure):
     #: resolution of the displayed PNG (saved files use :func:`save_figure`'s ``dpi``)
     display_dpi = 100
 
+    def __repr__(self) -> str:
+        """The text a notebook stores beside the PNG (and shows where images are not rendered): the
+        figure's titles, not matplotlib's ``<Figure size ...>``."""
+        titles = [self._suptitle.get_text()] if self._suptitle else []
+        titles += [ax.get_title() for ax in self.axes]
+        shown = [t for t in titles if t][:3]
+        return f"<figure: {' | '.join(shown) or f'{len(self.axes)} axes'}>"
+
     def _repr_png_(self) -> bytes:
         buffer = io.BytesIO()
         self.savefig(buffer, format="png", dpi=self.display_dpi, bbox_inches="tight")

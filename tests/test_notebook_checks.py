@@ -46,6 +46,8 @@ def test_lepton_nb_figures_display_as_png_without_pyplot(tmp_path):
     assert figure_problems(nb) == [] and image_count(nb) == 1
     png = nb.cells[0].outputs[0]["data"]["image/png"]
     assert len(png) > 1000  # base64 of a real image
+    # the text stored beside the image names the figure (viewers without images show it)
+    assert nb.cells[0].outputs[0]["data"]["text/plain"] == "<figure: loss | accuracy>"
 
 
 def test_summaries_display_as_tables(tmp_path):
