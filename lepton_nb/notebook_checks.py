@@ -21,8 +21,9 @@ __all__ = ["COLAB_SETUP", "COLAB_TAG", "FIGURE_REPR", "colab_setup_source", "com
 COLAB_SETUP = Path(__file__).resolve().parent.parent / "notebooks" / "colab_setup.py"
 COLAB_TAG = "colab-setup"
 
-#: The text IPython falls back to for a matplotlib figure it cannot display as an image.
-FIGURE_REPR = re.compile(r"^<(matplotlib\.figure\.)?Figure size \d+(\.\d+)?x\d+(\.\d+)? with \d+ Axes>")
+#: The text of a figure's output: matplotlib's repr (what IPython falls back to for a figure it cannot
+#: display as an image) or :class:`lepton_nb.plotting.Figure`'s (stored beside its PNG).
+FIGURE_REPR = re.compile(r"^<((matplotlib\.figure\.)?Figure size \d+(\.\d+)?x\d+(\.\d+)? with \d+ Axes|figure: [^>]*)>")
 
 
 def _code_cells(nb):

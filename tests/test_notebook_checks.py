@@ -156,3 +156,9 @@ def test_colab_cell_on_python_3_11_clones_installs_the_lock_without_deps_and_ent
     assert rec.calls[-1] == ("chdir", "/content/lepton_nb/notebooks") and fake_sys.path == ["/content/lepton_nb"]
     rec, _ = _run_cell((3, 11), existing={"/content/lepton_nb"})  # already cloned: no second clone
     assert [c[1][:2] for c in rec.calls if c[0] == "run"][0] != ["git", "clone"]
+
+
+def test_a_lepton_nb_figure_shown_only_as_text_is_caught_too():
+    nb = {"cells": [{"cell_type": "code", "source": "fig", "outputs": [
+        {"output_type": "execute_result", "data": {"text/plain": "<figure: loss | accuracy>"}}]}]}
+    assert figure_problems(nb) == ["code cell 1 ('fig') shows a figure as text, not as an image"]
