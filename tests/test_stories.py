@@ -170,8 +170,11 @@ def test_dp_fedavg_prose_states_epsilon_relation_sampling_and_coverage():
     text = nb04_federated.dp_markdown(dp, _fed_run(0.61))
     for piece in ("**user-level epsilon = 20.81** at delta = 0.0017", "**add/remove one client**",
                   "RDP bound 24.41", "PLD bound 20.81", "Poisson, q = 0.25", "**42.0 %**", "61.0 %",
-                  "covers the global models", "private (OS entropy)"):
+                  "covers the global models", "private (OS entropy)", "need thousands of clients per round"):
         assert piece in text, piece
+    small = _fed_run(0.78, rounds=50, **{**dp.extra, "epsilon": 4.26, "epsilon_pld": 4.26, "epsilon_rdp": 4.98})
+    text = nb04_federated.dp_markdown(small, None)
+    assert "for an epsilon below 10" in text and "need thousands" not in text
     secure = _fed_run(0.5, rounds=3, execution="simulated", client_to_server_calls=36, only_secure_sums=True,
                       client_to_server_intrinsics=["federated_secure_sum_bitwidth"])
     assert "36 intrinsic calls" in nb04_federated.secure_markdown(secure)

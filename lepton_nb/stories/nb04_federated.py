@@ -415,10 +415,15 @@ def dp_markdown(dp_run: loop.FederatedRun, reference: loop.FederatedRun | None =
             + f"), and a test accuracy of **{_pct(dp_run.test_accuracy)}** with a {e['params']:,}-parameter model")
     if reference is not None:
         text += f" (the same model and clients without noise or clipping: {_pct(reference.test_accuracy)})"
+    if e["epsilon"] > 10:
+        scale = ("with this few clients the noise on the mean is large, so meaningful epsilons (below 10) need "
+                 "thousands of clients per round")
+    else:
+        scale = (f"the noise on the mean shrinks as 1 / clients per round, which is why this run needs "
+                 f"{c.num_clients:,} clients and {c.clients_per_round} per round for an epsilon below 10")
     return text + (f". The epsilon covers {e['epsilon_covers']}. Client sampling: {e['randomness']}. It protects a "
-                   "whole client (all its images), not one image; with this few clients the noise on the mean is "
-                   "large, so meaningful epsilons (below 10) need thousands of clients per round (McMahan et al. 2018 "
-                   "used about 100 of 763,000).")
+                   f"whole client (all its images), not one image; {scale} (McMahan et al. 2018 sampled about 100 "
+                   "of 763,000 users per round).")
 
 
 def secure_markdown(run: loop.FederatedRun) -> str:
