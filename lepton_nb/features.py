@@ -143,4 +143,5 @@ def scatter_dataset(ds: "Dataset", scattering: Scattering = Scattering(), *, pro
                                      f"{scatter_shape(ds.input_shape, scattering)} per image",
              "images": ds.name}
     return replace(ds, x_train=f(ds.x_train), x_test=f(ds.x_test), x_val=f(ds.x_val),
-                   name=f"{ds.name}-scatter-J{scattering.J}-L{scattering.L}", notes=notes)
+                   name=f"{ds.name}-scatter-J{scattering.J}-L{scattering.L}", notes=notes,
+                   horizontal_flip_ok=False)  # mirroring features is not mirroring images (orientations permute)

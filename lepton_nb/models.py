@@ -17,8 +17,8 @@ import tensorflow as tf
 
 from lepton_nb.settings import CNNConfig
 
-__all__ = ["build_cnn", "build_mlp", "build_scatter_linear", "build_seed_cnn", "count_params", "last_conv_layer",
-           "probabilities"]
+__all__ = ["build_cnn", "build_mlp", "build_scatter_linear", "build_seed_cnn", "count_params", "flip_averaged",
+           "last_conv_layer", "probabilities"]
 
 
 def build_mlp(
@@ -125,6 +125,19 @@ def build_scatter_linear(feature_shape: Sequence[int] = (7, 7, 81), num_classes:
     outputs = tf.keras.layers.Dense(num_classes, kernel_initializer="zeros", bias_initializer="zeros",
                                     name="logits")(h)
     return tf.keras.Model(inputs, outputs, name=name)
+
+
+def flip_averaged(model: tf.keras.Model) -> tf.keras.Model:
+    """``model`` scored on the mean of its logits for each image and its left-right mirror.
+
+    Test-time augmentation (Krizhevsky et al. 2012 averaged the predictions of reflected crops):
+    (B, H, W, C) images -> (B, K) logits, sharing ``model``'s weights. Meaningful only for
+    mirror-invariant images (``Dataset.horizontal_flip_ok``) and a model trained with flips.
+    """
+    inputs = tf.keras.Input(shape=model.input_shape[1:], name="images")
+    mirrored = tf.keras.layers.Lambda(lambda x: tf.reverse(x, axis=[2]), name="mirror")(inputs)
+    outputs = tf.keras.layers.Average(name="mean_logits")([model(inputs), model(mirrored)])
+    return tf.keras.Model(inputs, outputs, name=f"{model.name}_flip_averaged")
 
 
 def last_conv_layer(model: tf.keras.Model) -> tf.keras.layers.Layer:

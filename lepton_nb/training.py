@@ -36,7 +36,7 @@ from lepton_nb.data import Dataset, epoch_indexed_pipeline, pipeline, split_vali
 from lepton_nb.optimization import loss_for, make_optimizer
 from lepton_nb.timing import EpochTimer
 from lepton_nb.reports import Summary
-from lepton_nb.settings import Augmentation, DataConfig, DistributionOptions, TrainConfig
+from lepton_nb.settings import Augmentation, DataConfig, DistributionOptions, SettingsError, TrainConfig
 
 __all__ = ["EpochTimer", "FitPlan", "Split", "TrainResult", "compile_model", "evaluate",
            "fit", "make_optimizer", "predict_classes", "resume_epoch", "scaled_learning_rate", "set_seed", "split",
@@ -219,12 +219,22 @@ def fit(plan: FitPlan, examples: Split, cfg: TrainConfig, *, name: str, test: Da
     best weights restored (``cfg.early_stopping_patience``), and TensorBoard logs under
     ``reports/tensorboard/<name>`` (``cfg.tensorboard``).
 
+    With ``cfg.test_time_flip`` the test report scores :func:`lepton_nb.models.flip_averaged`
+    (``result.model`` stays the plain model).
+
     Returns:
         A :class:`TrainResult` (``report`` set when ``test`` is given).
+
+    Raises:
+        SettingsError: ``cfg.test_time_flip`` on images that are not mirror-invariant (before training).
     """
     from lepton_nb.distributed.strategies import quiet_tf_logging
+    from lepton_nb.models import flip_averaged
     from lepton_nb.reports import reports_dir
 
+    if cfg.test_time_flip and test is not None and not test.horizontal_flip_ok:
+        raise SettingsError(f"TrainConfig.test_time_flip=True scores mirrored test images, but {test.name!r} images are "
+                            "not mirror-invariant (a mirror can change the class): set test_time_flip=False")
     x_val, y_val = examples.x_val, examples.y_val
     val_ds = None
     if x_val is not None:
@@ -254,7 +264,10 @@ def fit(plan: FitPlan, examples: Split, cfg: TrainConfig, *, name: str, test: Da
                          train_seconds=timer.train_seconds, cpu_seconds=timer.cpu_seconds, loads=timer.loads)
     if test is not None:
         with quiet_tf_logging():
-            result.report = evaluate(plan.model, test.x_test, test.y_test, class_names=test.class_names)
+            scored = flip_averaged(plan.model) if cfg.test_time_flip else plan.model
+            result.report = evaluate(scored, test.x_test, test.y_test, class_names=test.class_names)
+        if cfg.test_time_flip:
+            result.extra["test_time_flip"] = True
     return result
 
 

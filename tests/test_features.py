@@ -57,6 +57,7 @@ def test_scatter_dataset_keeps_labels_and_splits(tiny):
     assert f.input_shape == (7, 7, 25) and f.x_test.shape == (10, 7, 7, 25)
     np.testing.assert_array_equal(f.y_train, sub.y_train)
     assert f.class_names == sub.class_names and f.name.endswith("-scatter-J2-L4")
+    assert sub.horizontal_flip_ok and not f.horizontal_flip_ok  # a mirrored feature map is not a mirrored image
     with pytest.raises(ValueError, match="one channel"):
         features.scatter_features(np.zeros((2, 28, 28, 3), np.float32), progress=False)
 

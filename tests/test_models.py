@@ -73,3 +73,15 @@ def test_probabilities_are_a_softmax(random_batch):
     np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(p, tf.nn.softmax(model(random_batch[0])).numpy(), rtol=1e-5)
     assert ln.models.count_params(model) == 784 * 128 + 128 + 128 * 128 + 128 + 128 * 10 + 10
+
+
+def test_flip_averaged_means_the_logits_of_the_image_and_its_left_right_mirror(random_batch):
+    x = random_batch[0]
+    model = ln.models.build_seed_cnn()
+    plain, mirrored = model(x).numpy(), model(x[:, :, ::-1]).numpy()
+    averaged = ln.models.flip_averaged(model)(x).numpy()
+    np.testing.assert_allclose(averaged, (plain + mirrored) / 2, rtol=1e-5, atol=1e-6)
+    # controls: the model is not mirror-invariant, and an up-down flip gives other logits
+    assert np.abs(averaged - plain).max() > 1e-4
+    assert np.abs(averaged - (plain + model(x[:, ::-1]).numpy()) / 2).max() > 1e-4
+    assert ln.models.flip_averaged(model).count_params() == model.count_params()  # shares the weights

@@ -125,3 +125,23 @@ def test_fit_runs_a_plan_with_its_callbacks_first(tiny):
                           name="plan", callbacks=[Mark("user")], test=tiny)
     assert order == ["plan", "user", "plan", "user"]
     assert res.epochs_run == 2 and res.train_examples == 600 and res.report["n"] == len(tiny.y_test)
+
+
+def test_test_time_flip_scores_the_flip_averaged_model_and_keeps_the_plain_one(tiny):
+    res = ln.training.train(ln.models.build_seed_cnn, tiny, replace(QUIET, test_time_flip=True))
+    x = tiny.x_test
+    averaged = ln.models.flip_averaged(res.model).predict(x, verbose=0).argmax(axis=1)
+    plain = res.model.predict(x, verbose=0).argmax(axis=1)
+    np.testing.assert_array_equal(res.report["y_pred"], averaged)
+    assert (averaged != plain).any(), "control: on these images the mirror changes some predictions"
+    assert res.summary()["test_time_flip"] is True and res.model.name == "seed_cnn"
+
+
+def test_test_time_flip_is_refused_before_training_for_images_that_are_not_mirror_invariant(tiny):
+    class Started(tf.keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            raise AssertionError("training started")
+
+    chest = replace(tiny, name="chestmnist", horizontal_flip_ok=False)
+    with pytest.raises(ln.settings.SettingsError, match="not mirror-invariant.*test_time_flip=False"):
+        ln.training.train(ln.models.build_seed_cnn, chest, replace(QUIET, test_time_flip=True), callbacks=[Started()])

@@ -110,8 +110,8 @@ def train_family(ds, cfg: BaselinesConfig) -> dict:
     if cfg.recipe is not None:
         augment, _ = augmentation_for(ds, cfg.recipe_augment)
         name = recipe_name(cfg)
-        out[name] = train(model_fn(cfg.recipe), ds, cfg.recipe_train, data_cfg=replace(cfg.data, augment=augment),
-                          name=name)
+        recipe_train = replace(cfg.recipe_train, test_time_flip=cfg.recipe_train.test_time_flip and ds.horizontal_flip_ok)
+        out[name] = train(model_fn(cfg.recipe), ds, recipe_train, data_cfg=replace(cfg.data, augment=augment), name=name)
     return out
 
 
@@ -131,6 +131,9 @@ def family_markdown(family: dict, cfg: BaselinesConfig) -> str:
                      f"CPU seconds for its {s['train_seconds']:.0f} s of training, at a mean load average of "
                      f"{s.get('load_avg', float('nan')):.1f} on {os.cpu_count()} cores: a load above the core count "
                      "means other processes shared them and the wall time is longer than on a quiet machine.")
+        if s.get("test_time_flip"):
+            parts.append("Its test accuracy scores the mean logits of each test image and its left-right mirror "
+                         "(test-time augmentation, chosen on the validation split).")
     return " ".join(parts)
 
 
