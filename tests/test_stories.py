@@ -69,7 +69,8 @@ def test_privacy_prose_quotes_the_runs():
     cfg = nb03_privacy.get_config("full")
     text = nb03_privacy.recipe_markdown(recipe, dp, cfg)
     assert "**90.03 %** test accuracy at epsilon **2.98**" in text and "10.5 points above" in text
-    assert f"among {nb03_privacy.RECIPE_TUNING_CONFIGURATIONS} configurations" in text and "60,000 examples" in text
+    assert f"among {nb03_privacy.RECIPE_TUNING_CONFIGURATIONS} training configurations" in text
+    assert nb03_privacy.RECIPE_READOUTS in text and "60,000 examples" in text
     speed = nb03_privacy.speed_markdown({"fast_vs_nonprivate": 1.42, "stock_vs_nonprivate": 37.2, "stock_vs_fast": 26.2})
     assert "**1.42x**" in speed and "**37.2x**" in speed and "26.2x faster" in speed
     assert "beat the plain one" not in speed
