@@ -131,6 +131,8 @@ def test_canaries_enter_the_step_of_train_dp_clipped_by_its_rule(tiny, clip):
     # what the auditor sees is the noisy (here noiseless) clipped sum at the coordinate, canary included
     np.testing.assert_allclose(released[0] - np.where(can.member, min(g, clip), 0.0),
                                -(_weights(plain.model) - _weights(_initial(dp)))[at] * b, atol=1e-3)
+    # the real examples' clipped sum, recorded before the noise, leaves exactly the canaries
+    np.testing.assert_allclose(can.residual()[0], np.where(can.member, min(g, clip), 0.0), atol=1e-3)
 
 
 def _initial(dp):
@@ -166,11 +168,11 @@ def test_score_uses_the_claimed_mechanism():
     sigma, q, steps, m = 1.0, 0.1, 50, 2000
     member = rng.random(m) < 0.5
     sampled = (rng.random((steps, m)) < q) & member
-    released = 0.3 + sampled * 1.0 + rng.normal(scale=sigma, size=(steps, m))  # real-data offset 0.3
-    scores = canary.score_lr(released, 1.0, sigma, q)
+    residual = sampled * 1.0 + rng.normal(scale=sigma, size=(steps, m))
+    scores = canary.score_lr(residual, 1.0, sigma, q)
     assert scipy.stats.mannwhitneyu(scores[member], scores[~member]).pvalue < 1e-6
     # an unclipped canary (norm 100) is found at once
-    loud = canary.score_lr(released + sampled * 99.0, 1.0, sigma, q)
+    loud = canary.score_lr(residual + sampled * 99.0, 1.0, sigma, q)
     assert bound.bound_for(loud, member, 500, delta=1e-5).v == 500
 
 

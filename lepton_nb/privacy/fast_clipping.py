@@ -756,6 +756,9 @@ class FastDPModel(tf.keras.Model):
             return ([tf.zeros_like(v) for v in variables], tf.zeros([0], dtype), tf.zeros([0, k], dtype))
 
         grads, norms, logits = tf.cond(tf.shape(x)[0] > 0, clipped, empty)
+        observe = getattr(self.optimizer, "observe_clipped_sums", None)
+        if observe is not None:  # a white-box auditor (lepton_nb.privacy.audit.canary) sees the pre-noise sums
+            observe(grads)
         # (sum + N(0, (sigma C)^2)) / B, drawn as one flat normal vector over all weights
         grads = noisy_mean(grads, self.noise_multiplier * self.l2_norm_clip, self.expected_batch_size)
         regularization = weight_regularization_gradients(self.inner)
