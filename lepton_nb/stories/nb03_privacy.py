@@ -18,7 +18,8 @@ from lepton_nb.privacy.accounting import epsilon, steps_per_epoch
 from lepton_nb.privacy.settings import DPSGDConfig, ScatterDPRecipe
 from lepton_nb.settings import DP_CNN, DP_CNN_NO_NORM, CNNConfig, DataConfig, Mode, Scattering, TrainConfig, by_mode
 
-__all__ = ["DEFAULT_RECIPE_TUNING_CONFIGURATIONS", "PrivacyConfig", "RECIPE_READOUTS", "RECIPE_TUNING_CONFIGURATIONS", "SECTION",
+__all__ = ["DEFAULT_RECIPE_TUNING_CONFIGURATIONS", "PrivacyConfig", "RECIPE_READOUTS", "RECIPE_TUNING_CONFIGURATIONS",
+           "SECTION",
            "accounting_markdown", "audit_headline", "audit_records", "budget_markdown", "canary_markdown",
            "canary_table", "dp_markdown", "dp_roc_bound", "epsilon_table", "get_config", "membership_audit",
            "mia_curves", "mia_markdown", "mia_table", "privacy_tests_table", "privacy_utility", "quality_failures",
@@ -37,7 +38,8 @@ SECTION = "03_differential_privacy"
 RECIPE_TUNING_CONFIGURATIONS = 11
 #: Read-outs of the same trained runs compared on the validation split after that search: the last
 #: iterate, the weights averaged over the last 5, 10, 20 or 30 epochs, and test-time flip averaging.
-RECIPE_READOUTS = "the last iterate, the average of the last 5, 10, 20 or 30 epochs, test-time flips"
+RECIPE_READOUTS = ("the last iterate or the average of the last 5, 10, 20 or 30 epochs, each with and without "
+                   "test-time flips")
 #: Sizes of the recipe for default mode's bundled sample (expected batch 512 / 1,024 / 2,048, 30 or
 #: 60 epochs) scored on the sample's validation hold-out (600 images) while choosing default mode's
 #: settings; epsilon does not cover this search either.
@@ -402,7 +404,7 @@ def recipe_markdown(recipe, dp, cfg: PrivacyConfig) -> str:
     if cfg.mode == "full":
         search = (f"The recipe's settings were chosen among {RECIPE_TUNING_CONFIGURATIONS} training configurations "
                   f"scored on a validation split of the full training set (not the test set), then its read-out "
-                  f"among {RECIPE_READOUTS} on repeated runs of the best one")
+                  f"({RECIPE_READOUTS}) on repeated runs of the best one")
     else:
         search = (f"Its settings are the full-mode recipe's, sized for this data among "
                   f"{DEFAULT_RECIPE_TUNING_CONFIGURATIONS} configurations scored on the validation hold-out (the full "
