@@ -114,23 +114,25 @@ class GradientCanaries:
     def _row(self) -> tf.Tensor:
         return tf.minimum(self.step, tf.shape(self.trajectory)[0] - 1)
 
+    def _flat(self, t: tf.Tensor) -> tf.Tensor:
+        """``t`` (a gradient of the canaries' variable) as a flat vector; refuses another shape."""
+        if tuple(t.shape) != self.shape:
+            raise ValueError(f"the canaries were drawn for a variable of shape {self.shape}, got {tuple(t.shape)}")
+        return tf.reshape(t, [-1])
+
     def observe(self, clipped_sum: tf.Tensor) -> None:
         """Record this step's clipped sum of the real examples (before the noise) at the canaries' coordinates."""
-        if tuple(clipped_sum.shape) != self.shape:
-            raise ValueError(f"the canaries were drawn for a variable of shape {self.shape}, "
-                             f"got {tuple(clipped_sum.shape)}")
-        values = tf.gather(tf.reshape(clipped_sum, [-1]), self._coords[:, 0])
+        values = tf.gather(self._flat(clipped_sum), self._coords[:, 0])
         self.data_trajectory.scatter_nd_update([[self._row()]], tf.cast(values, tf.float32)[None])
 
     def inject(self, grad: tf.Tensor) -> tf.Tensor:
         """The privatized mean gradient of the canaries' variable plus this step's sampled canaries / B."""
-        if tuple(grad.shape) != self.shape:
-            raise ValueError(f"the canaries were drawn for a variable of shape {self.shape}, got {tuple(grad.shape)}")
+        grad_flat = self._flat(grad)
         m = len(self.coords_np)
         sampled = self._member & (self._gen.uniform([m], dtype=tf.float64) < self.q)
         clipped = self.norm * self.clip / max(self.clip, self.norm)  # |g| C / max(C, |g|): the product's rule
         contrib = tf.where(sampled, tf.constant(clipped / self.batch_size, grad.dtype), tf.zeros([], grad.dtype))
-        flat = tf.tensor_scatter_nd_add(tf.reshape(grad, [-1]), self._coords, contrib)
+        flat = tf.tensor_scatter_nd_add(grad_flat, self._coords, contrib)
         released = tf.gather(flat, self._coords[:, 0]) * self.batch_size  # in units of the noisy sum
         self.trajectory.scatter_nd_update([[self._row()]], tf.cast(released, tf.float32)[None])
         self.times_sampled.assign_add(tf.cast(sampled, tf.int32))
@@ -143,8 +145,8 @@ class GradientCanaries:
 
     def residual(self) -> np.ndarray:
         """(steps run, m): released minus the real examples' clipped sum: sampled canaries plus the noise."""
-        steps = int(self.step.numpy())
-        return self.trajectory.numpy()[:steps] - self.data_trajectory.numpy()[:steps]
+        released = self.released()
+        return released - self.data_trajectory.numpy()[: len(released)]
 
 
 class _CanaryOptimizer:
