@@ -16,7 +16,7 @@ import numpy as np
 from lepton_nb.data import Dataset
 from lepton_nb.privacy.accounting import epsilon, steps_per_epoch
 from lepton_nb.privacy.settings import DPSGDConfig, ScatterDPRecipe
-from lepton_nb.settings import DP_CNN, DP_CNN_NO_NORM, CNNConfig, DataConfig, Mode, Scattering, TrainConfig, by_mode
+from lepton_nb.settings import DP_CNN_NO_NORM, CNNConfig, DataConfig, Mode, Scattering, TrainConfig, by_mode
 
 __all__ = ["DEFAULT_RECIPE_TUNING_CONFIGURATIONS", "PrivacyConfig", "RECIPE_READOUTS", "RECIPE_TUNING_CONFIGURATIONS",
            "SECTION",
@@ -88,9 +88,9 @@ class PrivacyConfig:
 
     mode: Mode = "default"
     data: DataConfig = field(default_factory=lambda: DataConfig(validation_fraction=0.1))
-    model: CNNConfig = DP_CNN
+    model: CNNConfig = DP_CNN_NO_NORM
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=10, batch_size=128, learning_rate=3e-3, early_stopping_patience=None, verbose=0))
+        epochs=10, batch_size=128, learning_rate=1e-2, early_stopping_patience=None, verbose=0))
     dp: DPSGDConfig = field(default_factory=lambda: DPSGDConfig(l2_norm_clip=1.0, noise_multiplier=None,
                                                                 target_epsilon=3.0, delta=1e-5))
     epsilons: tuple[float, ...] = (1.0, 3.0, 8.0)
@@ -485,15 +485,16 @@ def canary_markdown(runs: dict, cfg: PrivacyConfig) -> str:
             f"guesses \"in\" on the top quarter of the scores, delta {cfg.canary_delta:g}.\n\n" + "\n".join(parts))
 
 
-def speed_markdown(speed: dict[str, float]) -> str:
-    """Epoch time of the DP paths relative to non-private training, from :func:`lepton_nb.privacy.speed.ratios`."""
+def speed_markdown(speed: dict[str, float], model: CNNConfig) -> str:
+    """Epoch time of the DP paths relative to non-private training, from :func:`lepton_nb.privacy.speed.ratios`,
+    for the CNN ``model`` they trained."""
     return (f"One epoch of the fast path took **{speed['fast_vs_nonprivate']:.2f}x** the non-private time, the stock "
             f"path **{speed['stock_vs_nonprivate']:.1f}x**: the fast path was {speed['stock_vs_fast']:.1f}x faster "
-            "than the stock one in this run." + _faster_than_plain(speed['fast_vs_nonprivate']))
+            "than the stock one in this run." + _faster_than_plain(speed['fast_vs_nonprivate'], model))
 
 
-def _faster_than_plain(ratio: float) -> str:
-    if ratio >= 1:
+def _faster_than_plain(ratio: float, model: CNNConfig) -> str:
+    if ratio >= 1 or model.norm != "group":
         return ""
     return (" The private step beat the plain one: the fast path computes GroupNormalization's forward and backward "
             "pass in closed form, while non-private training runs Keras' GroupNormalization layer, whose masked "

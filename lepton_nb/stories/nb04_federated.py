@@ -71,7 +71,7 @@ class FederatedConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: CNNConfig = SEED_CNN
     fed: FedAvgConfig = field(default_factory=lambda: FedAvgConfig(
-        num_clients=20, clients_per_round=5, rounds=12, eval_every=3,
+        num_clients=20, clients_per_round=5, rounds=12, eval_every=4,
         client=ClientConfig(local_epochs=1, batch_size=20, learning_rate=0.1)))
     holdout: float = 0.15
     alpha: float = 0.5
@@ -83,7 +83,7 @@ class FederatedConfig:
         ("shards", ("FedAvg", "FedAdam")))
     dp: DPFedAvgConfig = field(default_factory=DPFedAvgConfig)
     dp_fedavg: FedAvgConfig = field(default_factory=lambda: FedAvgConfig(
-        num_clients=60, clients_per_round=20, rounds=15, eval_every=3,
+        num_clients=60, clients_per_round=20, rounds=15, eval_every=5,
         client=ClientConfig(local_epochs=2, learning_rate=0.1)))
     dp_model: CNNConfig = CNNConfig(filters=8, depth=2, dense_units=0, activation="tanh")
     secure_rounds: int = 3

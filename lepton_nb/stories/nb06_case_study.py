@@ -43,6 +43,7 @@ from lepton_nb.privacy.settings import DPSGDConfig
 from lepton_nb.reports import Summary
 from lepton_nb.settings import (
     DP_CNN,
+    DP_CNN_NO_NORM,
     SEED_CNN,
     Augmentation,
     CNNConfig,
@@ -119,7 +120,8 @@ class CaseStudyConfig:
             cluster, else the CPU split below).
         cpu_replicas: logical CPU devices to mirror over when no accelerator is found (they share
             the same cores: the all-reduce code path, not a speed-up); ``None`` for one device.
-        dp_model: the DP-friendly CNN (GroupNorm, tanh; Papernot et al. 2021).
+        dp_model: the DP-friendly CNN (tanh, Papernot et al. 2021; no normalization by default, GroupNorm in
+            full mode).
         dp_train: epochs, expected batch (Poisson sampling) and learning rate of DP-SGD.
         dp: clip, target epsilon, delta and sampling of DP-SGD (noise calibrated to the target).
         fed_model: the model FedAvg trains (the seed CNN).
@@ -152,9 +154,9 @@ class CaseStudyConfig:
                                                                                           lr_scaling="sqrt"))
     strategy_kind: str = "auto"
     cpu_replicas: int | None = 2
-    dp_model: CNNConfig = DP_CNN
+    dp_model: CNNConfig = DP_CNN_NO_NORM
     dp_train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=10, batch_size=128, learning_rate=2e-3, early_stopping_patience=None, verbose=0, tensorboard=False))
+        epochs=10, batch_size=128, learning_rate=1e-2, early_stopping_patience=None, verbose=0, tensorboard=False))
     dp: DPSGDConfig = field(default_factory=lambda: DPSGDConfig(l2_norm_clip=1.0, noise_multiplier=None,
                                                                 target_epsilon=3.0, delta=1e-5))
     fed_model: CNNConfig = SEED_CNN
@@ -162,7 +164,7 @@ class CaseStudyConfig:
     min_hospital_size: int = 10
     hospital_holdout: float = 0.15
     fedavg: FedAvgConfig = field(default_factory=lambda: FedAvgConfig(
-        num_clients=20, clients_per_round=5, rounds=20, client=ClientConfig(local_epochs=2, batch_size=20),
+        num_clients=20, clients_per_round=5, rounds=15, client=ClientConfig(local_epochs=2, batch_size=20),
         eval_every=5, test_clients=4))
     dp_fed: DPFedAvgConfig = field(default_factory=lambda: DPFedAvgConfig(noise_multiplier=1.0))
     dp_fedavg: FedAvgConfig = field(default_factory=lambda: FedAvgConfig(
@@ -224,6 +226,7 @@ def _full() -> CaseStudyConfig:
         train=TrainConfig(epochs=30, batch_size=128, early_stopping_patience=4, verbose=0, tensorboard=False),
         distributed_train=TrainConfig(epochs=40, batch_size=128, early_stopping_patience=6, verbose=0,
                                       tensorboard=False),
+        dp_model=DP_CNN,
         dp_train=TrainConfig(epochs=30, batch_size=512, learning_rate=2e-3, early_stopping_patience=None,
                              verbose=0, tensorboard=False),
         fedavg=FedAvgConfig(num_clients=100, clients_per_round=10, rounds=100,
