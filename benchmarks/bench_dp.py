@@ -14,9 +14,10 @@ batch 64 unsuffixed and batch 256 as ``..._b256``, medians (min / max in ``resul
 tensorflow-privacy's stock path (its memory grows with the batch squared: 18.5 GB at 256,
 OOM-killed here, so not at 256).
 
-The DP CNN's non-private side runs Keras' GroupNormalization, which is slower than the closed form
-the fast path uses, so its ratio can fall below 1: it compares what a user runs on each side, not
-the cost of privacy alone.
+The non-private side of the DP CNN and of the ScatterNet recipe runs Keras' GroupNormalization,
+which is slower than the closed form the fast path uses (with its gradient for the CNN, forward
+only for the recipe's weightless GroupNorm), so their ratios can fall below 1: they compare what a
+user runs on each side, not the cost of privacy alone.
 
 Default (sized for about 3 minutes on 2 cores): the DP CNN, the seed CNN and the ScatterNet recipe, 1,280 images of the
 bundled sample at batch 64 and 2,048 at 256, 3 repeats, 4 timed stock steps. ``--full``: the three

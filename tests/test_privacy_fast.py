@@ -235,6 +235,33 @@ def test_embedding_trains_on_the_fast_path_with_exact_clipping(float64):
         np.testing.assert_allclose(b - v.numpy(), want, atol=1e-12, err_msg=v.name)
 
 
+def test_group_norm_without_weights_runs_in_closed_form_with_exact_clipping(float64, monkeypatch):
+    """The ScatterNet linear model's GroupNorm has nothing to train: the fast path's forward pass computes
+    it in closed form instead of Keras' slower layer; the per-example norms and the clipped sum are those
+    of the Keras model itself."""
+    from lepton_nb.models import build_scatter_linear
+
+    tf.keras.utils.set_random_seed(4)
+    model = build_scatter_linear((3, 3, 6), 4, groups=3)
+    logits = model.get_layer("logits")
+    logits.kernel.assign(np.random.default_rng(1).normal(size=logits.kernel.shape))
+    rng = np.random.default_rng(2)
+    x = rng.random((5, 3, 3, 6)) * np.array([1, 10, 0.1, 5, 2, 0.5])  # groups of unequal scale
+    y = np.array([0, 1, 2, 3, 1])
+    calls = []
+    closed_form = fc._layer_group_norm
+    monkeypatch.setattr(fc, "_layer_group_norm", lambda layer, h: calls.append(layer.name) or closed_form(layer, h))
+    ref = _per_example_reference(model, x, y)  # Keras' GroupNormalization
+    ref_norms = np.array([np.sqrt(sum(np.sum(g ** 2) for g in r)) for r in ref])
+    clip = float(np.median(ref_norms))
+    grads, norms, _, _ = fc.clipped_gradient_sum(model, tf.constant(x), tf.constant(y), clip)
+    assert calls == ["groupnorm"]
+    np.testing.assert_allclose(norms.numpy(), ref_norms, rtol=1e-10)
+    for j, v in enumerate(model.trainable_variables):
+        want = sum(min(1.0, clip / n) * r[j] for r, n in zip(ref, ref_norms))
+        np.testing.assert_allclose(tf.convert_to_tensor(grads[j]).numpy(), want, atol=1e-12, err_msg=v.name)
+
+
 def test_weight_regularization_is_added_unclipped_after_the_noise(float64):
     """kernel_regularizer reads only the weights: its gradient joins the noisy mean gradient exactly
     (it was dropped before); the per-example losses are clipped as without it."""

@@ -24,7 +24,8 @@ Training of Large CNNs with Differential Privacy") needs only:
      otherwise from a batched matmul per kernel tap. Bias: ``|sum_t g_it|^2``.
    - GroupNormalization (axis -1): ``gamma`` gets ``sum_t xhat_it * g_it`` per channel, ``beta``
      gets ``sum_t g_it``; the normalization itself is recomputed here with a closed-form backward
-     pass (cheaper than Keras' layer, see :func:`_group_norm`).
+     pass (cheaper than Keras' layer, see :func:`_group_norm`); a GroupNormalization with nothing
+     to train (the ScatterNet recipe's) runs in the same closed form in the forward pass.
    - Embedding: segment sums of ``g`` per (example, id).
 
 4. the clipped sum ``sum_i c_i grad_i`` with ``c_i = min(1, C / |grad_i|)`` assembled layer by
@@ -388,10 +389,7 @@ def group_norm_layer_computation(layer: tf.keras.layers.GroupNormalization, inpu
                            "normalizes without masks; remove the mask upstream or use path='stock'")
     if not layer.built:
         layer.build(x.shape)
-    c = int(x.shape[-1])
-    gamma = layer.gamma if layer.scale else tf.ones([c], x.dtype)
-    beta = layer.beta if layer.center else tf.zeros([c], x.dtype)
-    y, xhat = _group_norm(x, gamma, beta, layer.groups, layer.epsilon)
+    y, xhat = _layer_group_norm(layer, x)
     tape.watch(y)
     return y, y, _GroupNormNorms(layer, xhat)
 
@@ -534,6 +532,28 @@ def check_dp_model(model: tf.keras.Model, *, fast: bool = True, registry=None) -
 # ---------------------------------------------------------------------------------- the clipping
 
 
+def _closed_form_applies(layer, args, kwargs) -> bool:
+    """Whether ``layer`` is a GroupNormalization with nothing to train (e.g. ``center=False,
+    scale=False``, as :func:`lepton_nb.models.build_scatter_linear`'s) that the forward pass can run
+    as :func:`_layer_group_norm`: channels-last, one unmasked input in the layer's compute dtype, no
+    keyword arguments. Same function as the Keras layer, which on every DP step costs about 4x the
+    closed form on a CPU (0.77 s against 0.20 s for 8,192 examples of 7 x 7 x 81 features, 27 groups).
+    """
+    if not isinstance(layer, tf.keras.layers.GroupNormalization) or len(args) != 1:
+        return False
+    (x,) = args
+    return (not {k for k in kwargs if k != "training"} and getattr(x, "_keras_mask", None) is None
+            and layer.built and layer.axis in (-1, len(x.shape) - 1) and x.dtype == layer.compute_dtype)
+
+
+def _layer_group_norm(layer: tf.keras.layers.GroupNormalization, x: tf.Tensor):
+    """:func:`_group_norm` with ``layer``'s groups, epsilon, and gamma / beta (ones / zeros when absent)."""
+    c = int(x.shape[-1])
+    gamma = layer.gamma if layer.scale else tf.ones([c], x.dtype)
+    beta = layer.beta if layer.center else tf.zeros([c], x.dtype)
+    return _group_norm(x, gamma, beta, layer.groups, layer.epsilon)
+
+
 def _generator_fn(tape: tf.GradientTape, registry):
     """tensorflow-privacy's registry generator, also passing ``training=True`` (dropout on)."""
 
@@ -541,6 +561,8 @@ def _generator_fn(tape: tf.GradientTape, registry):
         if getattr(layer, "_expects_training_arg", False) and "training" not in kwargs:
             kwargs = {**kwargs, "training": True}
         if not layer.trainable_variables:
+            if _closed_form_applies(layer, args, kwargs):
+                return _layer_group_norm(layer, args[0])[0], None
             return layer(*args, **kwargs), None
         if not registry.is_elem(layer):
             raise DPModelError(f"layer {layer.name!r} ({type(layer).__name__}) is not in the fast-clipping registry")
