@@ -77,6 +77,14 @@ KERNEL_PRINT = """async (code) => {
     return out;
 }"""
 
+#: The notebook's run is over: its kernel idle and no code cell queued or running (JupyterLab marks both
+#: "running" in the cell model, rendered or not).
+NOTEBOOK_DONE = """() => {
+    const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+    return !!(k && w.content) && k.status === 'idle'
+        && w.content.widgets.every(c => c.model.type !== 'code' || c.model.executionState !== 'running');
+}"""
 # Hash of what an <img>'s src points at (blob: URLs change on every update, contents may not).
 IMG_DIGEST = """async (img) => {
     const buf = await (await fetch(img.src)).arrayBuffer();
@@ -186,6 +194,9 @@ def _open(pw, base: str, token: str, snapshot_children):
     snapshot_children()
     overlay = images.nth(1)
     page.wait_for_function("(img) => img.src && img.naturalWidth > 0", arg=overlay.element_handle(), timeout=60_000)
+    # every cell finished: the kernel handles a widget's event only after the cells queued before it,
+    # so on a loaded machine the cells after the explorer's would be timed as the widget's response
+    page.wait_for_function(NOTEBOOK_DONE, timeout=900_000, polling=1000)
     return browser, page, overlay
 
 
