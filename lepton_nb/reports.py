@@ -40,9 +40,10 @@ import numpy as np
 
 from lepton_nb import summary_file
 
-__all__ = ["RESULTS_BEGIN", "RESULTS_END", "Summary", "Table", "figure_path", "jsonable", "load_summary", "plain_text",
-           "provenance", "record", "record_models", "replace_results_block", "reports_dir", "results_rows",
-           "results_table", "run_command", "section", "table", "write_markdown"]
+__all__ = ["RESULTS_BEGIN", "RESULTS_END", "Summary", "Table", "figure_path", "jsonable", "load_summary",
+           "merge_results_rows", "plain_text", "provenance", "record", "record_models", "replace_results_block",
+           "reports_dir", "results_block", "results_rows", "results_table", "run_command", "section", "table",
+           "write_markdown"]
 
 _REPO = Path(__file__).resolve().parent.parent
 MODEL_COLUMNS = (("accuracy", "accuracy %"), ("recall_macro", "macro recall %"), ("f1_macro", "macro F1 %"),
@@ -402,6 +403,45 @@ def results_table(rows: list[dict]) -> str:
         lines.append(f"| {_cell(r['notebook'])} | {_cell(r['figure'])} | {_cell(r['value'])} | {r['mode']} | "
                      f"{r['measured']} | `{r['command']}` |")
     return "\n".join(lines)
+
+
+def _block_rows(block: str) -> list[dict]:
+    """The rows of a results table written by :func:`results_table` (values kept as written)."""
+    rows = []
+    for line in block.splitlines():
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        if len(cells) != 6 or cells[0] == "notebook" or set(cells[0]) <= {"-"}:
+            continue
+        rows.append(dict(zip(("notebook", "figure", "value", "mode", "measured"), cells),
+                         command=cells[5].strip("`")))
+    return rows
+
+
+def merge_results_rows(rows: list[dict], old_block: str) -> tuple[list[dict], list[tuple[str, str]]]:
+    """``rows`` (from :func:`results_rows`) and the rows of ``old_block``'s table for every notebook or
+    benchmark and mode that ``rows`` lacks: a checkout whose ``reports/`` holds only some runs (a new
+    machine, one notebook re-run) keeps the other recorded figures with their dates and commands.
+
+    Returns:
+        the merged rows (summary rows by mode and notebook, then benchmark rows) and the
+        (notebook, mode) pairs kept from ``old_block``.
+    """
+    have = {(r["notebook"], r["mode"]) for r in rows}
+    kept = [r for r in _block_rows(old_block) if (r["notebook"], r["mode"]) not in have]
+    rank = {m: i for i, m in enumerate(MODE_ORDER)}
+
+    def key(r: dict) -> tuple:
+        bench = r["notebook"].startswith("bench_")
+        return (bench, 0 if bench else rank.get(r["mode"], len(rank)), r["notebook"])
+
+    return sorted(rows + kept, key=key), list(dict.fromkeys((r["notebook"], r["mode"]) for r in kept))
+
+
+def results_block(text: str) -> str:
+    """What lies between :data:`RESULTS_BEGIN` and :data:`RESULTS_END` in ``text`` (ValueError as
+    :func:`replace_results_block` when the markers are not one pair in order)."""
+    replace_results_block(text, "")  # the same checks
+    return text.split(RESULTS_BEGIN)[1].split(RESULTS_END)[0]
 
 
 def replace_results_block(text: str, block: str) -> str:

@@ -120,6 +120,32 @@ def test_results_prints_the_table_and_writes_the_readme_block(tmp_path, capsys):
     assert readme.read_text() == "# no block\n"
 
 
+def test_results_write_keeps_the_rows_of_runs_the_reports_do_not_hold(tmp_path, capsys):
+    """A new checkout's reports/ holds only what ran there: the README keeps the other runs' rows (a
+    full-mode notebook, a benchmark) as written, and every run that reports/ holds replaces its rows."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "summary.json").write_text(json.dumps({"modes": {"default": {
+        "sections": {"03_dp": {"headline": {"DP accuracy %": 77.48}}},
+        "runs": {"03_dp": {"recorded": "2026-12-03T13:25:00+00:00", "command": "make run NOTEBOOKS=03"}}}}}))
+    old = ["| notebook | figure | value | mode | measured | command to reproduce |", "|---|---|---|---|---|---|",
+           "| 01_base | accuracy % | 93.11 | full | 2026-12-02 | `make run NOTEBOOKS=01 FULL=1` |",
+           "| 03_dp | DP accuracy % | 78.83 | default | 2026-12-01 | `make run NOTEBOOKS=03` |",
+           "| 01_base | a \\| piped figure | 1.00 | full | 2026-12-02 | `make run NOTEBOOKS=01 FULL=1` |",
+           "| 03_dp | DP accuracy % | 89.60 | full | 2026-12-02 | `make run NOTEBOOKS=03 FULL=1` |",
+           "| bench_dp | fast_vs_nonprivate (time ratio) | 0.81 | default | 2026-12-02 | `python benchmarks/bench_dp.py` |"]
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- results:begin -->\nnote\n\n" + "\n".join(old) + "\n<!-- results:end -->\n")
+    assert ln.cli.main(["results", "--reports", str(reports), "--write", str(readme)]) == 0
+    err = capsys.readouterr().err
+    block = readme.read_text().split("<!-- results:begin -->")[1].split("<!-- results:end -->")[0]
+    rows = [line for line in block.splitlines() if line.startswith("| 0") or line.startswith("| bench")]
+    assert rows == ["| 03_dp | DP accuracy % | 77.48 | default | 2026-12-03 | `make run NOTEBOOKS=03` |",
+                    old[2], old[4], old[5], old[6]]  # by mode (default, full) and notebook, then benchmarks
+    assert "78.83" not in block  # the run reports/ holds replaced its old rows
+    assert "01_base (full), 03_dp (full), bench_dp (default)" in err
+
+
 def test_sync_notebooks_checks_then_fixes(tmp_path, capsys):
     d = tmp_path / "nbs"
     d.mkdir()
