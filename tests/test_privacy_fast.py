@@ -235,16 +235,30 @@ def test_embedding_trains_on_the_fast_path_with_exact_clipping(float64):
         np.testing.assert_allclose(b - v.numpy(), want, atol=1e-12, err_msg=v.name)
 
 
-def test_group_norm_without_weights_runs_in_closed_form_with_exact_clipping(float64, monkeypatch):
-    """The ScatterNet linear model's GroupNorm has nothing to train: the fast path's forward pass computes
-    it in closed form instead of Keras' slower layer; the per-example norms and the clipped sum are those
-    of the Keras model itself."""
+def _scatter_linear_model():
     from lepton_nb.models import build_scatter_linear
 
-    tf.keras.utils.set_random_seed(4)
-    model = build_scatter_linear((3, 3, 6), 4, groups=3)
+    model = build_scatter_linear((3, 3, 6), 4, groups=3)  # the weightless GroupNorm first: forward only
     logits = model.get_layer("logits")
     logits.kernel.assign(np.random.default_rng(1).normal(size=logits.kernel.shape))
+    return model
+
+
+def _weightless_group_norm_inside():
+    L = tf.keras.layers
+    inp = tf.keras.Input((3, 3, 6))
+    h = L.Conv2D(6, 2, padding="same", activation="tanh", name="conv")(inp)  # its gradient goes through the GroupNorm
+    h = L.GroupNormalization(groups=3, center=False, scale=False, name="groupnorm")(h)
+    return tf.keras.Model(inp, L.Dense(4, name="logits")(L.Flatten()(h)))
+
+
+@pytest.mark.parametrize("build", [_scatter_linear_model, _weightless_group_norm_inside], ids=["input", "inside"])
+def test_group_norm_without_weights_runs_in_closed_form_with_exact_clipping(float64, monkeypatch, build):
+    """A GroupNorm with nothing to train (the ScatterNet linear model's) runs in closed form in the fast
+    path's forward pass instead of Keras' slower layer; the per-example norms and the clipped sum are
+    those of the Keras model itself, also when gradients flow back through it."""
+    tf.keras.utils.set_random_seed(4)
+    model = build()
     rng = np.random.default_rng(2)
     x = rng.random((5, 3, 3, 6)) * np.array([1, 10, 0.1, 5, 2, 0.5])  # groups of unequal scale
     y = np.array([0, 1, 2, 3, 1])
