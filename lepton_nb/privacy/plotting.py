@@ -28,7 +28,7 @@ def privacy_utility(epsilons: Sequence[float] = (), accuracies: Sequence[float] 
     for i, (name, (eps, acc)) in enumerate(series.items()):
         ax.plot(eps, acc, "o-", color=f"C{i}", label=name)
         for e, a in zip(eps, acc):
-            ax.annotate(f"{a:.1f}", (e, a), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+            ax.annotate(f"{a:.2f}", (e, a), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
     if nonprivate is not None:
         ax.axhline(nonprivate, color="grey", ls="--", label=f"non-private {nonprivate:.1f} %")
     ax.set_xscale("log")
