@@ -437,15 +437,8 @@ def merge_results_rows(rows: list[dict], old_block: str) -> tuple[list[dict], li
     return sorted(rows + kept, key=key), list(dict.fromkeys((r["notebook"], r["mode"]) for r in kept))
 
 
-def results_block(text: str) -> str:
-    """What lies between :data:`RESULTS_BEGIN` and :data:`RESULTS_END` in ``text`` (ValueError as
-    :func:`replace_results_block` when the markers are not one pair in order)."""
-    replace_results_block(text, "")  # the same checks
-    return text.split(RESULTS_BEGIN)[1].split(RESULTS_END)[0]
-
-
-def replace_results_block(text: str, block: str) -> str:
-    """``text`` with what lies between :data:`RESULTS_BEGIN` and :data:`RESULTS_END` replaced by ``block``.
+def _split_at_results_block(text: str) -> tuple[str, str, str]:
+    """``(before, block, after)`` around the :data:`RESULTS_BEGIN` / :data:`RESULTS_END` markers.
 
     Raises:
         ValueError: when the markers are missing, repeated or out of order.
@@ -455,6 +448,22 @@ def replace_results_block(text: str, block: str) -> str:
         raise ValueError(f"expected one {RESULTS_BEGIN} followed by one {RESULTS_END} "
                          f"(found {begin} and {end})")
     head, rest = text.split(RESULTS_BEGIN)
-    _, tail = rest.split(RESULTS_END)
+    block, tail = rest.split(RESULTS_END)
+    return head, block, tail
+
+
+def results_block(text: str) -> str:
+    """What lies between :data:`RESULTS_BEGIN` and :data:`RESULTS_END` in ``text`` (ValueError as
+    :func:`replace_results_block` when the markers are not one pair in order)."""
+    return _split_at_results_block(text)[1]
+
+
+def replace_results_block(text: str, block: str) -> str:
+    """``text`` with what lies between :data:`RESULTS_BEGIN` and :data:`RESULTS_END` replaced by ``block``.
+
+    Raises:
+        ValueError: when the markers are missing, repeated or out of order.
+    """
+    head, _, tail = _split_at_results_block(text)
     return f"{head}{RESULTS_BEGIN}\n{block.strip()}\n{RESULTS_END}{tail}"
 
