@@ -206,6 +206,20 @@ def _per_example_reference(model, x, y):
     return out
 
 
+def _check_clipped_sum(model, x, y):
+    """``fc.clipped_gradient_sum`` against per-example gradients, clipped at their median norm (some
+    clipped, some not): exact norms and clipped sum. Returns ``(ref, ref_norms, clip)``."""
+    ref = _per_example_reference(model, x, y)
+    ref_norms = np.array([np.sqrt(sum(np.sum(g ** 2) for g in r)) for r in ref])
+    clip = float(np.median(ref_norms))
+    grads, norms, _, _ = fc.clipped_gradient_sum(model, tf.constant(x), tf.constant(y), clip)
+    np.testing.assert_allclose(norms.numpy(), ref_norms, rtol=1e-10)
+    for j, v in enumerate(model.trainable_variables):
+        want = sum(min(1.0, clip / n) * r[j] for r, n in zip(ref, ref_norms))
+        np.testing.assert_allclose(tf.convert_to_tensor(grads[j]).numpy(), want, atol=1e-12, err_msg=v.name)
+    return ref, ref_norms, clip
+
+
 def test_embedding_trains_on_the_fast_path_with_exact_clipping(float64):
     """tensorflow-privacy's Embedding function needed a second backward pass on a one-shot tape (a crash);
     ours gives exact norms and the clipped sum, repeated ids within an example included."""
@@ -217,14 +231,7 @@ def test_embedding_trains_on_the_fast_path_with_exact_clipping(float64):
     model = tf.keras.Model(inp, L.Dense(3, name="logits")(h))
     x = np.array([[1, 1, 2, 0, 0, 0], [4, 3, 2, 1, 4, 4], [2, 2, 2, 2, 2, 2], [3, 0, 0, 0, 0, 0]])
     y = np.array([0, 1, 2, 1])
-    ref = _per_example_reference(model, x, y)
-    ref_norms = np.array([np.sqrt(sum(np.sum(g ** 2) for g in r)) for r in ref])
-    clip = float(np.median(ref_norms))
-    grads, norms, _, _ = fc.clipped_gradient_sum(model, tf.constant(x), tf.constant(y), clip)
-    np.testing.assert_allclose(norms.numpy(), ref_norms, rtol=1e-10)
-    for j, v in enumerate(model.trainable_variables):
-        want = sum(min(1.0, clip / n) * r[j] for r, n in zip(ref, ref_norms))
-        np.testing.assert_allclose(tf.convert_to_tensor(grads[j]).numpy(), want, atol=1e-12, err_msg=v.name)
+    ref, ref_norms, clip = _check_clipped_sum(model, x, y)
     dp = fc.FastDPModel(model, l2_norm_clip=clip, noise_multiplier=0.0, expected_batch_size=4)
     dp.compile(optimizer=tf.keras.optimizers.SGD(1.0),
                loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -265,15 +272,8 @@ def test_group_norm_without_weights_runs_in_closed_form_with_exact_clipping(floa
     calls = []
     closed_form = fc._layer_group_norm
     monkeypatch.setattr(fc, "_layer_group_norm", lambda layer, h: calls.append(layer.name) or closed_form(layer, h))
-    ref = _per_example_reference(model, x, y)  # Keras' GroupNormalization
-    ref_norms = np.array([np.sqrt(sum(np.sum(g ** 2) for g in r)) for r in ref])
-    clip = float(np.median(ref_norms))
-    grads, norms, _, _ = fc.clipped_gradient_sum(model, tf.constant(x), tf.constant(y), clip)
+    _check_clipped_sum(model, x, y)  # the reference runs Keras' GroupNormalization
     assert calls == ["groupnorm"]
-    np.testing.assert_allclose(norms.numpy(), ref_norms, rtol=1e-10)
-    for j, v in enumerate(model.trainable_variables):
-        want = sum(min(1.0, clip / n) * r[j] for r, n in zip(ref, ref_norms))
-        np.testing.assert_allclose(tf.convert_to_tensor(grads[j]).numpy(), want, atol=1e-12, err_msg=v.name)
 
 
 def test_weight_regularization_is_added_unclipped_after_the_noise(float64):
