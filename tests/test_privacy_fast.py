@@ -376,6 +376,28 @@ def test_conv_norms_inside_a_graph_equal_per_example_gradients(strides, padding,
         assert fc.grouped_filter_gradients_work("float32")
 
 
+def test_noisy_mean_gives_every_variable_its_own_noise_at_the_right_scale():
+    """Zero sums of variables whose sizes are not multiples of the noise alignment: each comes back
+    in its shape and dtype, the sum divided by B plus N(0, (stddev / B)^2) noise, and no two
+    variables share a draw (a split that handed two variables the same slice would fail this)."""
+    from scipy import stats
+
+    tf.keras.utils.set_random_seed(5)
+    shapes = [(3, 3, 1, 7), (7,), (301, 129), (129,), (129, 10), (10,)]
+    sums = [tf.fill(shape, 8.0) for shape in shapes]
+    out = fc.noisy_mean(sums, tf.constant(3.0), 4)
+    assert [tuple(o.shape) for o in out] == shapes and all(o.dtype == tf.float32 for o in out)
+    noise = np.concatenate([(o.numpy() - 2.0).ravel() for o in out]) / 0.75  # (8 + N(0, 9)) / 4
+    assert noise.size == sum(int(np.prod(s)) for s in shapes)
+    assert stats.kstest(noise, "norm").pvalue > 1e-3
+    pieces = [(o.numpy() - 2.0).ravel() for o in out]
+    for i, a in enumerate(pieces):
+        for b in pieces[i + 1:]:
+            k = min(a.size, b.size)
+            assert not np.isclose(a[:k], b[:k]).any()
+    assert fc.NOISE_ALIGNMENT * 4 % 64 == 0  # 64-byte aligned float32 rows: the split makes no copies
+
+
 def test_standard_normal_is_standard_normal():
     """The Box-Muller noise against N(0, 1): Kolmogorov-Smirnov, moments, the tails, and no
     correlation between the cosine and sine halves; a control (unit-variance uniform noise) fails."""
