@@ -73,7 +73,8 @@ KERNEL_PRINT = """async (code) => {
     const future = kernel.requestExecute({code});
     let out = '';
     future.onIOPub = (msg) => { if (msg.header.msg_type === 'stream') out += msg.content.text; };
-    await future.done;
+    await Promise.race([future.done, new Promise((_, no) => setTimeout(
+        () => no(new Error('the kernel did not answer within 120 s (status ' + kernel.status + ')')), 120000))]);
     return out;
 }"""
 
@@ -253,6 +254,19 @@ def _control(page, label: str, kind: str):
     return page.locator(f".widget-{kind}", has=page.locator("label", has_text=label))
 
 
+def _settle(overlay, quiet_ms: int = 500, timeout_s: float = 60) -> None:
+    """Wait until the heatmap's src has not changed for ``quiet_ms``: an image of an earlier update that
+    reaches the browser late would otherwise be timed as the next control event's response."""
+    deadline, last = time.monotonic() + timeout_s, overlay.get_attribute("src")
+    while time.monotonic() < deadline:
+        overlay.page.wait_for_timeout(quiet_ms)
+        now = overlay.get_attribute("src")
+        if now == last:
+            return
+        last = now
+    raise AssertionError(f"the heatmap kept changing for {timeout_s:.0f} s without a control event")
+
+
 def _timed(page, overlay, action, timeout_ms: float = 120_000) -> float:
     """Milliseconds from the control event that ``action()`` causes to the next heatmap image drawn."""
     overlay.evaluate(ARM)
@@ -274,7 +288,8 @@ def _measure_latency(page, overlay) -> None:
     samples, direction = [], "ArrowRight"
 
     def sample(m: str, kind: str, key: str) -> None:
-        before = json.loads(page.evaluate(KERNEL_PRINT, last))[0]
+        before = json.loads(page.evaluate(KERNEL_PRINT, last))[0]  # after every update queued before it
+        _settle(overlay)  # and their images drawn
         ms = _timed(page, overlay, lambda: page.keyboard.press(key))
         count, k = json.loads(page.evaluate(KERNEL_PRINT, last))  # runs after the update has finished
         assert count == before + 1 and k["method"] == m, f"one kernel update of {m} per key press, got {count - before}: {k}"
