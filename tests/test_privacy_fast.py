@@ -387,10 +387,10 @@ def test_noisy_mean_gives_every_variable_its_own_noise_at_the_right_scale():
     sums = [tf.fill(shape, 8.0) for shape in shapes]
     out = fc.noisy_mean(sums, tf.constant(3.0), 4)
     assert [tuple(o.shape) for o in out] == shapes and all(o.dtype == tf.float32 for o in out)
-    noise = np.concatenate([(o.numpy() - 2.0).ravel() for o in out]) / 0.75  # (8 + N(0, 9)) / 4
+    pieces = [(o.numpy() - 2.0).ravel() for o in out]  # (8 + N(0, 9)) / 4 - 2: N(0, 0.75^2)
+    noise = np.concatenate(pieces) / 0.75
     assert noise.size == sum(int(np.prod(s)) for s in shapes)
     assert stats.kstest(noise, "norm").pvalue > 1e-3
-    pieces = [(o.numpy() - 2.0).ravel() for o in out]
     for i, a in enumerate(pieces):
         for b in pieces[i + 1:]:
             k = min(a.size, b.size)
