@@ -20,7 +20,9 @@ only for the recipe's weightless GroupNorm), so their ratios can fall below 1: t
 user runs on each side, not the cost of privacy alone.
 
 Default (sized for about 3 minutes on 2 cores): the DP CNN, the seed CNN and the ScatterNet recipe, 1,280 images of the
-bundled sample at batch 64 and 2,048 at 256, 3 repeats, 4 timed stock steps. ``--full``: the three
+bundled sample at batch 64 and 2,048 at 256, 3 repeats, 4 timed stock steps. ``config.noise_sampler`` says
+which sampler drew the fast path's noise (:mod:`lepton_nb.privacy.native_noise`'s kernel, or
+TensorFlow's ops when it could not be built). ``--full``: the three
 models, the whole 6,000-image sample, 9 repeats, then DP training on the full
 Fashion-MNIST (60k/10k) at epsilon <= 3, delta = 1e-5, Poisson sampling, with notebook 03's
 full-mode settings, recording test accuracy.
@@ -36,6 +38,7 @@ from dataclasses import replace
 from _common import write
 
 import lepton_nb as ln
+from lepton_nb.privacy import native_noise
 from lepton_nb.privacy.settings import ScatterDPRecipe
 from lepton_nb.settings import DP_CNN, DP_CNN_NO_NORM, CNNConfig
 
@@ -142,6 +145,7 @@ def main() -> None:
               "repeats": repeats, "warmup_epochs": 1, "interleaved": True,
               "models": {k: label(k) for k in models}, "paths": paths,
               "l2_norm_clip": 1.0, "noise_multiplier": 1.0, "full": args.full,
+              "noise_sampler": native_noise.status(),
               "load_average_1_5_15min": {"before": load[0], "after": load[1]}}
     if args.full:
         results["full_fashion_mnist_eps3"] = full_accuracy()

@@ -85,10 +85,9 @@ def scatter_features(images: np.ndarray, scattering: Scattering = Scattering(), 
 
 def feature_cache_dir() -> Path:
     """``$LEPTON_NB_CACHE/features``, else ``~/.cache/lepton_nb/features`` (created when missing)."""
-    root = Path(os.environ.get("LEPTON_NB_CACHE") or Path.home() / ".cache" / "lepton_nb")
-    d = root / "features"
-    d.mkdir(parents=True, exist_ok=True)
-    return d
+    from lepton_nb.settings import cache_dir
+
+    return cache_dir("features")
 
 
 def feature_key(images: np.ndarray, scattering: Scattering = Scattering()) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Literal, TypeVar
 
 Mode = Literal["smoke", "default", "full"]
@@ -45,12 +46,20 @@ __all__ = [
     "SettingsError",
     "TrainConfig",
     "by_mode",
+    "cache_dir",
     "mode",
 ]
 
 
 class SettingsError(ValueError):
     """A setting is unusable; the message names it and how to fix it."""
+
+
+def cache_dir(name: str) -> Path:
+    """``$LEPTON_NB_CACHE/<name>``, else ``~/.cache/lepton_nb/<name>`` (created when missing)."""
+    d = Path(os.environ.get("LEPTON_NB_CACHE") or Path.home() / ".cache" / "lepton_nb") / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 def _flag(name: str) -> bool:
