@@ -504,12 +504,18 @@ def canary_markdown(runs: dict, cfg: PrivacyConfig) -> str:
             f"guesses \"in\" on the top quarter of the scores, delta {cfg.canary_delta:g}.\n\n" + "\n".join(parts))
 
 
-def speed_markdown(speed: dict[str, float], model: CNNConfig) -> str:
+def speed_markdown(speed: dict[str, float], model: CNNConfig, noise_sampler: str | None = None) -> str:
     """Epoch time of the DP paths relative to non-private training, from :func:`lepton_nb.privacy.speed.ratios`,
-    for the CNN ``model`` they trained."""
+    for the CNN ``model`` they trained, and which sampler drew the fast path's noise (default:
+    :func:`lepton_nb.privacy.native_noise.status`)."""
+    if noise_sampler is None:
+        from lepton_nb.privacy.native_noise import status
+
+        noise_sampler = status()
     return (f"One epoch of the fast path took **{speed['fast_vs_nonprivate']:.2f}x** the non-private time, the stock "
             f"path **{speed['stock_vs_nonprivate']:.1f}x**: the fast path was {speed['stock_vs_fast']:.1f}x faster "
-            "than the stock one in this run." + _faster_than_plain(speed['fast_vs_nonprivate'], model))
+            "than the stock one in this run." + _faster_than_plain(speed['fast_vs_nonprivate'], model)
+            + f" The fast path's noise came from: {noise_sampler}.")
 
 
 def _faster_than_plain(ratio: float, model: CNNConfig) -> str:
