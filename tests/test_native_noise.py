@@ -129,3 +129,15 @@ def test_without_the_kernel_the_tensorflow_ops_draw_the_noise(monkeypatch, tmp_p
                 assert stats.kstest(fc.standard_normal(100_000).numpy(), "norm").pvalue > 1e-3
     finally:
         native_noise.library.cache_clear()
+
+
+def test_kernel_builds_from_source_into_the_cache_once(monkeypatch, tmp_path):
+    """A real build into an empty cache (as on a new machine); the second call reuses the library."""
+    import shutil
+
+    monkeypatch.setenv("LEPTON_NB_CACHE", str(tmp_path))
+    built = native_noise._build(shutil.which("g++"))
+    assert built.parent == tmp_path / "ops" and built.stat().st_size > 10_000
+    assert [p.name for p in (tmp_path / "ops").iterdir()] == [built.name]  # no temporary file left behind
+    mtime = built.stat().st_mtime_ns
+    assert native_noise._build(shutil.which("g++")) == built and built.stat().st_mtime_ns == mtime
