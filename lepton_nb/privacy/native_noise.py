@@ -84,6 +84,13 @@ def _build(compiler: str) -> Path:
 
 
 @functools.cache
+def _load(path: str):
+    """``tf.load_op_library`` once per file and process: a second load of a library whose ops are
+    already registered returns a module without their wrappers."""
+    return tf.load_op_library(path)
+
+
+@functools.cache
 def library():
     """The loaded op library, or ``None`` when it is turned off or cannot be built (see :func:`status`)."""
     global _status
@@ -97,7 +104,7 @@ def library():
         _log.warning("lepton_nb native noise: %s", _status)
         return None
     try:
-        lib = tf.load_op_library(str(_build(compiler)))
+        lib = _load(str(_build(compiler)))
     except Exception as err:  # a failed build must not stop training: the TensorFlow path is exact too
         _status = f"build or load failed, TensorFlow's ops draw the noise: {err}"
         _log.warning("lepton_nb native noise: %s", _status)
