@@ -131,13 +131,21 @@ def test_without_the_kernel_the_tensorflow_ops_draw_the_noise(monkeypatch, tmp_p
         native_noise.library.cache_clear()
 
 
-def test_kernel_builds_from_source_into_the_cache_once(monkeypatch, tmp_path):
-    """A real build into an empty cache (as on a new machine); the second call reuses the library."""
+def test_kernel_builds_from_source_into_the_cache_once(lib, monkeypatch, tmp_path):
+    """A real build into an empty cache (as on a new machine); the second call reuses the library. With
+    the kernel already loaded from another cache directory, ``library()`` still has the op's wrapper
+    (a second ``tf.load_op_library`` of the same op returns a module without it)."""
     import shutil
 
+    assert lib is not None  # loaded from the default cache first
     monkeypatch.setenv("LEPTON_NB_CACHE", str(tmp_path))
     built = native_noise._build(shutil.which("g++"))
     assert built.parent == tmp_path / "ops" and built.stat().st_size > 10_000
     assert [p.name for p in (tmp_path / "ops").iterdir()] == [built.name]  # no temporary file left behind
     mtime = built.stat().st_mtime_ns
     assert native_noise._build(shutil.which("g++")) == built and built.stat().st_mtime_ns == mtime
+    try:
+        native_noise.library.cache_clear()
+        assert hasattr(native_noise.library(), "lepton_gaussian_noise")
+    finally:
+        native_noise.library.cache_clear()

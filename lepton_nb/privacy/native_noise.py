@@ -83,11 +83,17 @@ def _build(compiler: str) -> Path:
     return out
 
 
-@functools.cache
+_loaded = None  # this process's op library
+
+
 def _load(path: str):
-    """``tf.load_op_library`` once per file and process: a second load of a library whose ops are
-    already registered returns a module without their wrappers."""
-    return tf.load_op_library(path)
+    """``tf.load_op_library`` once per process. TensorFlow registers the op globally, and loading any
+    second file with the same op (another cache directory, or the same file again) returns a module
+    without its wrapper, so the first library loaded serves every later call."""
+    global _loaded
+    if _loaded is None:
+        _loaded = tf.load_op_library(path)
+    return _loaded
 
 
 @functools.cache
