@@ -3,7 +3,8 @@
 - :func:`train_dp`: DP training on the fast path (ghost-norm per-example clipping,
   :mod:`~lepton_nb.privacy.fast_clipping`) or the stock path (tensorflow-privacy's DP-Keras
   optimizers, :mod:`~lepton_nb.privacy.optimizers`), with Poisson or shuffle sampling
-  (:mod:`~lepton_nb.privacy.sampling`), through the one training core (:func:`lepton_nb.training.fit`).
+  (:mod:`~lepton_nb.privacy.sampling`), through the one training core (:func:`lepton_nb.training.fit`);
+  on a CPU the fast path's noise comes from a compiled kernel (:mod:`~lepton_nb.privacy.native_noise`).
   Private by default: its noise and batches come from fresh OS entropy; ``DPSGDConfig(reproducible=True)``
   is the labelled, not private, opt-in.
 - :func:`train_scatter_dp`: the ScatterNet + linear recipe (Tramer & Boneh 2021) on fixed,
@@ -33,8 +34,8 @@ from lepton_nb.privacy.accounting import (
 )
 from lepton_nb.privacy.settings import DPSGDConfig, ScatterDPRecipe
 
-_SUBMODULES = ("accounting", "audit", "budget", "fast_clipping", "optimizers", "plotting", "sampling", "scatter",
-               "schedules", "settings", "speed", "train")
+_SUBMODULES = ("accounting", "audit", "budget", "fast_clipping", "native_noise", "optimizers", "plotting", "sampling",
+               "scatter", "schedules", "settings", "speed", "train")
 
 #: Names re-exported from submodules that import TensorFlow, resolved on first use.
 _FROM_SUBMODULES = {

@@ -15,7 +15,7 @@ the first pair of the 64 blocks, ``+ [64, 128)`` their sines, then the same for 
 ``stream`` counts the op's calls, so no two calls share counters.
 
 The key: unseeded (TensorFlow's global seed cleared, as :func:`lepton_nb.privacy.train_dp` does by
-default) it is 64 bits read from ``/dev/urandom`` when the op is built, so nobody can regenerate
+default) it is 64 bits read from ``/dev/urandom`` when the op's kernel is created, so nobody can regenerate
 the noise; with a global seed (``DPSGDConfig(reproducible=True)``) it is the op's pair of seeds, as
 for TensorFlow's random ops, and the run repeats.
 
@@ -84,6 +84,7 @@ def _build(compiler: str) -> Path:
 
 
 _loaded = None  # this process's op library
+_status = "not loaded yet"  # what library() found, for status()
 
 
 def _load(path: str):
@@ -117,9 +118,6 @@ def library():
         return None
     _status = "native kernel (fused Philox-4x32-10 + Box-Muller)"
     return lib
-
-
-_status = "not loaded yet"
 
 
 def status() -> str:
