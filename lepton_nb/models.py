@@ -102,17 +102,19 @@ def build_seed_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 
 
 
 def build_scatter_linear(feature_shape: Sequence[int] = (7, 7, 81), num_classes: int = 10, *, groups: int = 27,
-                         name: str = "scatter_linear") -> tf.keras.Model:
+                         center: np.ndarray | None = None, name: str = "scatter_linear") -> tf.keras.Model:
     """A linear classifier on ScatterNet features with per-example GroupNorm (Tramer & Boneh 2021).
 
     Input (B, H', W', K) features (:func:`lepton_nb.features.scatter_dataset`); GroupNormalization
     over ``groups`` groups of K / groups channels, without scale or offset (each example normalized
     by its own statistics: nothing is learnt from the data, so it costs no privacy and needs no
-    per-example gradient); Flatten; Dense(num_classes) logits, weights and bias initialised to zero.
-    With J=2, L=8 features of 28x28 images: 3,969 inputs, 39,700 parameters.
+    per-example gradient); Flatten; minus ``center`` if given (a fixed (H' * W' * K,) vector, e.g.
+    the DP mean of the normalized features, :func:`lepton_nb.privacy.scatter.private_feature_mean`);
+    Dense(num_classes) logits, weights and bias initialised to zero. With J=2, L=8 features of
+    28x28 images: 3,969 inputs, 39,700 parameters.
 
     Raises:
-        ValueError: K not divisible by ``groups``.
+        ValueError: K not divisible by ``groups``, or ``center`` of the wrong size.
     """
     channels = int(feature_shape[-1])
     if groups < 1 or channels % groups:
@@ -122,6 +124,12 @@ def build_scatter_linear(feature_shape: Sequence[int] = (7, 7, 81), num_classes:
     h = tf.keras.layers.GroupNormalization(groups=groups, axis=-1, center=False, scale=False, epsilon=1e-5,
                                            name="groupnorm")(inputs)
     h = tf.keras.layers.Flatten(name="flatten")(h)
+    if center is not None:
+        center = np.asarray(center, dtype=np.float32).reshape(-1)
+        if center.size != h.shape[-1]:
+            raise ValueError(f"center has {center.size} values for {h.shape[-1]} normalized features "
+                             f"({tuple(feature_shape)}): compute it on features of this shape")
+        h = tf.keras.layers.Normalization(mean=center, variance=np.ones_like(center), name="center")(h)
     outputs = tf.keras.layers.Dense(num_classes, kernel_initializer="zeros", bias_initializer="zeros",
                                     name="logits")(h)
     return tf.keras.Model(inputs, outputs, name=name)

@@ -73,6 +73,38 @@ def test_scatter_linear_model_is_zero_initialised_groupnorm_and_linear():
         ln.models.build_scatter_linear(groups=10)
 
 
+def test_private_feature_mean_is_the_gaussian_mechanism_on_the_normalized_mean(tiny):
+    from lepton_nb.privacy.scatter import private_feature_mean
+
+    x = features.scatter_dataset(tiny, Scattering(L=4), progress=False).x_train
+    n, d = len(x), int(np.prod(x.shape[1:]))
+    normalized = ln.models.build_scatter_linear(x.shape[1:], groups=5).get_layer("groupnorm")(x).numpy().reshape(n, d)
+    assert np.linalg.norm(normalized, axis=1).max() <= np.sqrt(d) * (1 + 1e-5)  # the sensitivity the noise is for
+    exact = normalized.mean(axis=0)
+    assert np.sum(exact ** 2) > 0.05 * d  # a mean worth removing (about a quarter of the energy here)
+    err = (private_feature_mean(x, 5, 3.0, seed=0) - exact) * n / np.sqrt(d)  # N(0, 3^2) per coordinate
+    assert err.std() == pytest.approx(3.0, rel=0.1) and abs(err.mean()) < 0.5
+    np.testing.assert_array_equal(private_feature_mean(x, 5, 3.0, seed=0), private_feature_mean(x, 5, 3.0, seed=0))
+    assert not np.array_equal(private_feature_mean(x, 5, 3.0), private_feature_mean(x, 5, 3.0))  # OS entropy
+    with pytest.raises(PrivacyError, match="noise > 0"):
+        private_feature_mean(x, 5, 0.0)
+
+
+def test_scatter_linear_model_subtracts_its_center():
+    rng = np.random.default_rng(1)
+    center = rng.normal(size=7 * 7 * 25).astype(np.float32)
+    m = ln.models.build_scatter_linear((7, 7, 25), 10, groups=5, center=center)
+    w, b = rng.normal(size=(7 * 7 * 25, 10)).astype(np.float32), rng.normal(size=10).astype(np.float32)
+    m.get_layer("logits").set_weights([w, b])
+    x = rng.random((3, 7, 7, 25), dtype=np.float32)
+    normalized = m.get_layer("groupnorm")(x).numpy().reshape(3, -1)
+    np.testing.assert_allclose(m(x).numpy(), (normalized - center) @ w + b, rtol=1e-4, atol=1e-3)
+    assert ln.models.count_params(m) == 12_260 and not m.get_layer("center").trainable_weights
+    ln.privacy.check_dp_model(m)
+    with pytest.raises(ValueError, match="center has 10 values"):
+        ln.models.build_scatter_linear((7, 7, 25), 10, groups=5, center=np.zeros(10))
+
+
 def _recipe(**kw):
     return ScatterDPRecipe(scattering=Scattering(L=4), groups=5,
                            train=TrainConfig(epochs=2, batch_size=60, learning_rate=4.0, optimizer="sgd",
@@ -86,13 +118,18 @@ def test_train_dp_on_features_accounts_the_feature_sets_examples(tiny):
     r = ln.privacy.train_scatter_dp(tiny, recipe)
     n = 540  # the 600 feature vectors minus the 10 % hold-out: what DP-SGD sampled from
     assert r.train_examples == n
-    assert r.extra["epsilon"] == pytest.approx(ln.privacy.epsilon(n, 60, 2, 1.1, 1e-4), rel=1e-3)
-    assert r.extra["epsilon"] != pytest.approx(ln.privacy.epsilon(600, 60, 2, 1.1, 1e-4), rel=1e-3)
+    mean = (recipe.mean_noise_multiplier,)  # the DP feature mean's release, composed with the training
+    assert r.extra["releases"] == [20.0] and r.model.get_layer("center") is not None
+    assert r.extra["epsilon"] == pytest.approx(ln.privacy.epsilon(n, 60, 2, 1.1, 1e-4, releases=mean), rel=1e-3)
+    assert r.extra["epsilon"] > ln.privacy.epsilon(n, 60, 2, 1.1, 1e-4) * 1.001
+    assert r.extra["epsilon"] != pytest.approx(ln.privacy.epsilon(600, 60, 2, 1.1, 1e-4, releases=mean), rel=1e-3)
     assert r.model.input_shape[1:] == (7, 7, 25) and 0 <= r.report["accuracy"] <= 1
-    assert r.extra["averaged_epochs"] == 1
-    everything = ln.privacy.train_scatter_dp(tiny, _recipe(validation_fraction=0.0), evaluate_test=False)
-    assert everything.train_examples == 600
+    assert r.extra["averaged_epochs"] == 1 and "centered by a DP mean" in r.extra["features"]
+    everything = ln.privacy.train_scatter_dp(tiny, _recipe(validation_fraction=0.0, mean_noise_multiplier=None),
+                                             evaluate_test=False)
+    assert everything.train_examples == 600 and everything.extra["releases"] == []
     assert everything.extra["epsilon"] == pytest.approx(ln.privacy.epsilon(600, 60, 2, 1.1, 1e-4), rel=1e-3)
+    assert "center" not in [layer.name for layer in everything.model.layers]
 
 
 def test_recipe_settings_are_checked():
@@ -100,6 +137,8 @@ def test_recipe_settings_are_checked():
         ScatterDPRecipe(average_epochs=61)  # more than the 60 epochs trained
     with pytest.raises(PrivacyError, match="label smoothing"):
         ScatterDPRecipe(train=TrainConfig(label_smoothing=0.1))
+    with pytest.raises(PrivacyError, match="mean_noise_multiplier"):
+        ScatterDPRecipe(mean_noise_multiplier=0.0)
 
 
 def test_train_dp_refuses_a_model_built_for_other_inputs(tiny):

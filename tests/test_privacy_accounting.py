@@ -63,6 +63,24 @@ def test_calibrate_noise_is_smallest_that_meets_target():
     assert ln.privacy.epsilon(noise_multiplier=sigma * 0.99, **args) > 3.0
 
 
+def test_releases_compose_with_the_training():
+    n, b, epochs, sigma, delta, z = 6_000, 128, 5, 1.2, 1e-5, 3.0
+    training = dp_accounting.SelfComposedDpEvent(
+        dp_accounting.PoissonSampledDpEvent(b / n, dp_accounting.GaussianDpEvent(sigma)), epochs * math.ceil(n / b))
+    both = min(_direct(dp_accounting.ComposedDpEvent([training, dp_accounting.GaussianDpEvent(z)]), delta))
+    with_release = ln.privacy.epsilon(n, b, epochs, sigma, delta, releases=(z,))
+    assert with_release == pytest.approx(both)
+    assert with_release > ln.privacy.epsilon(n, b, epochs, sigma, delta)  # the control: the release is not free
+    assert ln.privacy.epsilon_for_schedule(n, b, [sigma] * epochs, delta, releases=(z,)) == pytest.approx(with_release)
+    alone = ln.privacy.epsilon_for_schedule(n, b, [], delta, releases=(z,))  # before the first epoch
+    assert alone == pytest.approx(min(_direct(dp_accounting.GaussianDpEvent(z), delta))) and alone > 0
+    calibrated = ln.privacy.calibrate_noise(3.0, n, b, epochs, delta, releases=(z,))
+    assert calibrated > ln.privacy.calibrate_noise(3.0, n, b, epochs, delta)
+    assert ln.privacy.epsilon(n, b, epochs, calibrated, delta, releases=(z,)) <= 3.0
+    with pytest.raises(PrivacyError, match="releases before training"):
+        ln.privacy.calibrate_noise(1.0, n, b, epochs, delta, releases=(0.5,))
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(noise_multiplier=-0.1), "noise"),
     (dict(delta=1e-3), "delta"),

@@ -114,7 +114,7 @@ def validate(num_examples: int, batch_size: int, epochs: float | int, noise_mult
 
 
 def dp_event(num_examples: int, batch_size: int, epochs: int | float, noise_multiplier: float | Sequence[float],
-             *, sampling: Sampling = "poisson", examples_per_microbatch: int = 1):
+             *, sampling: Sampling = "poisson", examples_per_microbatch: int = 1, releases: Sequence[float] = ()):
     """The dp_accounting event of a DP-SGD run.
 
     Args:
@@ -125,10 +125,13 @@ def dp_event(num_examples: int, batch_size: int, epochs: int | float, noise_mult
         noise_multiplier: sigma (noise std / clip norm), one value or one per epoch.
         sampling: "poisson" or "shuffle" (see the module docstring).
         examples_per_microbatch: > 1 doubles the sensitivity (sigma / 2 is accounted).
+        releases: noise multipliers (noise std / L2 sensitivity) of Gaussian mechanisms run once on
+            the same examples besides the training, e.g. a DP mean of their features
+            (:func:`lepton_nb.privacy.scatter.private_feature_mean`); composed with it.
 
     Returns:
         A ``dp_accounting.DpEvent``: per epoch, ``ceil(N / B)`` Poisson-subsampled Gaussian steps
-        (probability B / N), or one Gaussian step (shuffle); epochs composed.
+        (probability B / N), or one Gaussian step (shuffle); epochs composed, then the releases.
     """
     import dp_accounting as dpa
 
@@ -147,17 +150,19 @@ def dp_event(num_examples: int, batch_size: int, epochs: int | float, noise_mult
             return dpa.SelfComposedDpEvent(ev, int(math.ceil(count * steps)))
         return dpa.SelfComposedDpEvent(dpa.GaussianDpEvent(s), int(math.ceil(count)))
 
+    extra = [dpa.GaussianDpEvent(float(z)) for z in releases]
     if sigmas is None:
-        return one(float(noise_multiplier), epochs)
+        training = one(float(noise_multiplier), epochs)
+        return dpa.ComposedDpEvent([training, *extra]) if extra else training
     runs: list[list[float]] = []  # consecutive epochs of equal noise compose as one event (faster PLD)
     for s in sigmas:
         if runs and runs[-1][0] == s:
             runs[-1][1] += 1
         else:
             runs.append([s, 1])
-    if len(runs) == 1:
+    if len(runs) == 1 and not extra:
         return one(runs[0][0], runs[0][1])
-    return dpa.ComposedDpEvent([one(s, n) for s, n in runs])
+    return dpa.ComposedDpEvent([*(one(s, n) for s, n in runs), *extra])
 
 
 def _epsilon_of_event(event, delta: float, accountant: Accountant, discretization: float = PLD_DISCRETIZATION,
@@ -179,7 +184,7 @@ def _epsilon_of_event(event, delta: float, accountant: Accountant, discretizatio
 
 def epsilon(num_examples: int, batch_size: int, epochs: int | float, noise_multiplier: float, delta: float,
             sampling: Sampling = "poisson", *, accountant: Accountant = "best",
-            examples_per_microbatch: int = 1) -> float:
+            examples_per_microbatch: int = 1, releases: Sequence[float] = ()) -> float:
     """Epsilon of DP-SGD at ``delta``, for the sampling the training used.
 
     Args:
@@ -190,6 +195,7 @@ def epsilon(num_examples: int, batch_size: int, epochs: int | float, noise_multi
         delta: target delta, ``< 1 / N``.
         sampling: "poisson" or "shuffle" (module docstring).
         accountant: "best" (min of RDP and PLD), "rdp" or "pld".
+        releases: Gaussian mechanisms run besides the training (:func:`dp_event`), composed.
 
     Returns:
         Epsilon under the sampling's neighbouring relation (:func:`neighbouring_relation`:
@@ -202,25 +208,32 @@ def epsilon(num_examples: int, batch_size: int, epochs: int | float, noise_multi
     if noise_multiplier == 0:
         return math.inf
     return _epsilon_of_event(dp_event(num_examples, batch_size, epochs, noise_multiplier, sampling=sampling,
-                                      examples_per_microbatch=examples_per_microbatch), delta, accountant,
-                             sampling=sampling)
+                                      examples_per_microbatch=examples_per_microbatch, releases=releases),
+                             delta, accountant, sampling=sampling)
 
 
 def epsilon_for_schedule(num_examples: int, batch_size: int, noise_multipliers: Sequence[float], delta: float,
-                         sampling: Sampling = "poisson", *, accountant: Accountant = "best") -> float:
+                         sampling: Sampling = "poisson", *, accountant: Accountant = "best",
+                         releases: Sequence[float] = ()) -> float:
     """Epsilon after ``len(noise_multipliers)`` epochs, epoch ``e`` run with ``noise_multipliers[e]``.
 
     The epochs are composed with their own noise (heterogeneous composition), so a schedule is
-    accounted exactly as it ran.
+    accounted exactly as it ran; ``releases`` (:func:`dp_event`) are composed with them, and
+    alone give the epsilon before the first epoch.
     """
     sig = list(noise_multipliers)
     if not sig:
-        return 0.0
+        if not releases:
+            return 0.0
+        import dp_accounting as dpa
+
+        return _epsilon_of_event(dpa.ComposedDpEvent([dpa.GaussianDpEvent(float(z)) for z in releases]), delta,
+                                 accountant, sampling=sampling)
     validate(num_examples, batch_size, len(sig), min(sig), delta, sampling=sampling)
     if min(sig) == 0:
         return math.inf
-    return _epsilon_of_event(dp_event(num_examples, batch_size, len(sig), sig, sampling=sampling), delta, accountant,
-                             sampling=sampling)
+    return _epsilon_of_event(dp_event(num_examples, batch_size, len(sig), sig, sampling=sampling, releases=releases),
+                             delta, accountant, sampling=sampling)
 
 
 def smallest_meeting(eps_of, target_epsilon: float, *, accountant: Accountant = "best", tolerance: float = 1e-3,
@@ -272,12 +285,12 @@ def smallest_meeting(eps_of, target_epsilon: float, *, accountant: Accountant = 
 
 def calibrate_noise(target_epsilon: float, num_examples: int, batch_size: int, epochs: int | float, delta: float,
                     sampling: Sampling = "poisson", *, accountant: Accountant = "best",
-                    tolerance: float = 1e-3, max_noise: float = 500.0) -> float:
+                    tolerance: float = 1e-3, max_noise: float = 500.0, releases: Sequence[float] = ()) -> float:
     """The smallest noise multiplier whose epsilon is at most ``target_epsilon``.
 
     Bisection on sigma (epsilon falls as sigma grows), see :func:`smallest_meeting`. The returned
     sigma always meets the target under ``accountant``, within ``tolerance`` relative of the
-    smallest such sigma.
+    smallest such sigma; the epsilon counts ``releases`` too (:func:`dp_event`).
 
     Raises:
         PrivacyError: bad settings, or a target no noise up to ``max_noise`` reaches (e.g. a tiny
@@ -286,12 +299,19 @@ def calibrate_noise(target_epsilon: float, num_examples: int, batch_size: int, e
     if not target_epsilon > 0:
         raise PrivacyError(f"target_epsilon={target_epsilon}: must be > 0")
     validate(num_examples, batch_size, epochs, 1.0, delta, sampling=sampling)
+    if releases:
+        spent = epsilon_for_schedule(num_examples, batch_size, [], delta, sampling, accountant=accountant,
+                                     releases=releases)
+        if spent >= target_epsilon:
+            raise PrivacyError(f"the releases before training (noise multipliers {list(releases)}) alone cost "
+                               f"epsilon={spent:.3g} >= target_epsilon={target_epsilon}: give them more noise "
+                               "or raise the target")
 
     def eps_of(sigma: float, acc: Accountant, disc: float) -> float:
         if sigma == 0:
             return math.inf
-        return _epsilon_of_event(dp_event(num_examples, batch_size, epochs, sigma, sampling=sampling), delta, acc,
-                                 disc, sampling=sampling)
+        return _epsilon_of_event(dp_event(num_examples, batch_size, epochs, sigma, sampling=sampling,
+                                          releases=releases), delta, acc, disc, sampling=sampling)
 
     sigma = smallest_meeting(eps_of, target_epsilon, accountant=accountant, tolerance=tolerance, max_value=max_noise)
     if sigma is None:

@@ -26,6 +26,8 @@ class PrivacyBudget(tf.keras.callbacks.Callback):
         noise_multiplier: sigma, or one sigma per planned epoch (a schedule).
         target_epsilon: the budget, ``None`` to log only.
         log_dir: TensorBoard directory for the ``privacy/epsilon`` scalar, ``None`` for none.
+        releases: noise multipliers of Gaussian mechanisms run on the same examples besides the
+            training (:func:`lepton_nb.privacy.accounting.dp_event`), composed into every epsilon.
 
     Attributes:
         epsilons: epsilon after each completed epoch.
@@ -34,11 +36,12 @@ class PrivacyBudget(tf.keras.callbacks.Callback):
 
     def __init__(self, *, num_examples: int, batch_size: int, delta: float, noise_multiplier: float | Sequence[float],
                  sampling: Sampling = "poisson", target_epsilon: float | None = None, log_dir: str | None = None,
-                 accountant: str = "best"):
+                 accountant: str = "best", releases: Sequence[float] = ()):
         super().__init__()
         self.num_examples, self.batch_size, self.delta = num_examples, batch_size, delta
         self.sampling, self.target_epsilon, self.accountant = sampling, target_epsilon, accountant
         self._sigma = noise_multiplier
+        self.releases = tuple(float(z) for z in releases)
         self.log_dir = log_dir
         self.epsilons: list[float] = []
         self.stopped_early = False
@@ -59,7 +62,7 @@ class PrivacyBudget(tf.keras.callbacks.Callback):
             return self._memo[epochs]
         sigmas = [self.sigma(e) for e in range(epochs)]
         eps = epsilon_for_schedule(self.num_examples, self.batch_size, sigmas, self.delta, self.sampling,
-                                   accountant=self.accountant)
+                                   accountant=self.accountant, releases=self.releases)
         self._memo[epochs] = eps
         return eps
 

@@ -93,6 +93,7 @@ def train_dp(
     callbacks: Sequence[tf.keras.callbacks.Callback] = (),
     evaluate_test: bool = True,
     optimizer: tf.keras.optimizers.Optimizer | None = None,
+    releases: Sequence[float] = (),
 ) -> TrainResult:
     """Train a logits classifier with DP-SGD and report its epsilon.
 
@@ -109,11 +110,15 @@ def train_dp(
         optimizer: fast path only: the Keras optimizer that applies the privatized gradients
             (default: ``cfg.optimizer`` at ``cfg.learning_rate``); the canary audit
             (:mod:`lepton_nb.privacy.audit.canary`) passes one that also records them.
+        releases: noise multipliers (noise std / L2 sensitivity) of Gaussian mechanisms already run
+            on the same training examples, e.g. the DP feature mean of
+            :func:`lepton_nb.privacy.scatter.train_scatter_dp`: composed with the training in the
+            calibration, the budget and every epsilon reported.
 
     Returns:
         A :class:`lepton_nb.training.TrainResult` whose ``extra`` holds ``epsilon`` (spent by the
         epochs run), ``delta``, ``noise_multiplier``, ``sampling``, ``neighbouring_relation``,
-        ``path``, ``l2_norm_clip``, ``stopped_by_budget`` and ``randomness`` (:data:`PRIVATE`, or
+        ``path``, ``l2_norm_clip``, ``stopped_by_budget``, ``releases`` and ``randomness`` (:data:`PRIVATE`, or
         "reproducible, not private ..." for an opt-in reproducible run);
         ``history["epsilon"]`` is epsilon after each epoch (and ``history["noise_multiplier"]``
         the schedule); ``result.model`` is the plain logits model.
@@ -133,6 +138,9 @@ def train_dp(
     n = len(x_tr)
     b = cfg.batch_size
     validate(n, b, cfg.epochs, dp.noise_multiplier, dp.delta, sampling=dp.sampling, l2_norm_clip=dp.l2_norm_clip)
+    if not all(z > 0 for z in releases):
+        raise PrivacyError(f"releases={list(releases)}: each noise multiplier of a release must be > 0 (a release "
+                           "without noise publishes its statistic exactly)")
     mb = check_batches(n, b, dp.num_microbatches) if dp.path == "stock" else None
     # microbatches of several examples double the sensitivity: sigma / 2 is what gets accounted
     sens = 1 if mb is None or mb == b else 2
@@ -147,10 +155,11 @@ def train_dp(
         sigma = dp.noise_multiplier
         if sigma is None:
             sigma = sens * calibrate_noise(dp.target_epsilon, n, b, cfg.epochs, dp.delta, dp.sampling,
-                                           accountant=dp.accountant)
+                                           accountant=dp.accountant, releases=releases)
         sched = [float(sigma)] * cfg.epochs
     if dp.target_epsilon is not None and min(sched) > 0:
-        first = epsilon_for_schedule(n, b, [sched[0] / sens], dp.delta, dp.sampling, accountant=dp.accountant)
+        first = epsilon_for_schedule(n, b, [sched[0] / sens], dp.delta, dp.sampling, accountant=dp.accountant,
+                                     releases=releases)
         if first > dp.target_epsilon:
             raise PrivacyError(f"one epoch already costs epsilon={first:.3g} > target_epsilon={dp.target_epsilon}: "
                                "raise noise_multiplier (or leave it None to calibrate) or the target")
@@ -176,6 +185,7 @@ def train_dp(
                          cfg=cfg, num_microbatches=mb, optimizer=optimizer)
     budget = PrivacyBudget(num_examples=n, batch_size=b, delta=dp.delta, noise_multiplier=[s / sens for s in sched],
                            sampling=dp.sampling, target_epsilon=dp.target_epsilon, accountant=dp.accountant,
+                           releases=releases,
                            log_dir=str(reports_dir() / "tensorboard" / name) if cfg.tensorboard else None)
     plan = FitPlan(model, trainer, train_ds, steps_per_epoch=steps,
                    callbacks=([NoiseScheduleCallback(sched)] if noise_schedule is not None else []) + [budget])
@@ -189,6 +199,7 @@ def train_dp(
         "neighbouring_relation": neighbouring_relation(dp.sampling),
         "path": dp.path,
         "stopped_by_budget": budget.stopped_early,
+        "releases": [float(z) for z in releases],
         "randomness": randomness,
     })
     return result
