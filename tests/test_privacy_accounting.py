@@ -79,6 +79,8 @@ def test_releases_compose_with_the_training():
     assert ln.privacy.epsilon(n, b, epochs, calibrated, delta, releases=(z,)) <= 3.0
     with pytest.raises(PrivacyError, match="releases before training"):
         ln.privacy.calibrate_noise(1.0, n, b, epochs, delta, releases=(0.5,))
+    with pytest.raises(PrivacyError, match=r"releases=\[0.0\]: each noise multiplier"):
+        ln.privacy.epsilon(n, b, epochs, sigma, delta, releases=(0.0,))
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -85,12 +85,13 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 
 def validate(num_examples: int, batch_size: int, epochs: float | int, noise_multiplier: float | None,
-             delta: float, *, sampling: str = "poisson", l2_norm_clip: float | None = None) -> None:
+             delta: float, *, sampling: str = "poisson", l2_norm_clip: float | None = None,
+             releases: Sequence[float] = ()) -> None:
     """Raise :class:`PrivacyError` for settings no DP-SGD run can honour; cheap, call before training.
 
     Checks: at least one example and epoch, ``1 <= batch_size <= num_examples``, noise >= 0,
     clip > 0, ``0 < delta < 1 / num_examples`` (a larger delta allows releasing an example
-    outright), and a known sampling.
+    outright), a known sampling, and noise > 0 in every release (:func:`dp_event`).
     """
     if num_examples < 1:
         raise PrivacyError(f"num_examples={num_examples}: DP training needs at least one example")
@@ -111,6 +112,16 @@ def validate(num_examples: int, batch_size: int, epochs: float | int, noise_mult
     if sampling not in ("poisson", "shuffle"):
         raise PrivacyError(f"sampling={sampling!r}: choose 'poisson' (accounted with amplification) or "
                            "'shuffle' (each example once per epoch, no amplification)")
+    if not all(z > 0 for z in releases):
+        raise PrivacyError(f"releases={list(releases)}: each noise multiplier of a release must be > 0 (a release "
+                           "without noise publishes its statistic exactly)")
+
+
+def _release_events(releases: Sequence[float]) -> list:
+    """One ``GaussianDpEvent`` per release's noise multiplier (:func:`dp_event`)."""
+    import dp_accounting as dpa
+
+    return [dpa.GaussianDpEvent(float(z)) for z in releases]
 
 
 def dp_event(num_examples: int, batch_size: int, epochs: int | float, noise_multiplier: float | Sequence[float],
@@ -150,7 +161,7 @@ def dp_event(num_examples: int, batch_size: int, epochs: int | float, noise_mult
             return dpa.SelfComposedDpEvent(ev, int(math.ceil(count * steps)))
         return dpa.SelfComposedDpEvent(dpa.GaussianDpEvent(s), int(math.ceil(count)))
 
-    extra = [dpa.GaussianDpEvent(float(z)) for z in releases]
+    extra = _release_events(releases)
     if sigmas is None:
         training = one(float(noise_multiplier), epochs)
         return dpa.ComposedDpEvent([training, *extra]) if extra else training
@@ -204,7 +215,7 @@ def epsilon(num_examples: int, batch_size: int, epochs: int | float, noise_multi
     Raises:
         PrivacyError: for impossible settings (see :func:`validate`).
     """
-    validate(num_examples, batch_size, epochs, noise_multiplier, delta, sampling=sampling)
+    validate(num_examples, batch_size, epochs, noise_multiplier, delta, sampling=sampling, releases=releases)
     if noise_multiplier == 0:
         return math.inf
     return _epsilon_of_event(dp_event(num_examples, batch_size, epochs, noise_multiplier, sampling=sampling,
@@ -227,9 +238,9 @@ def epsilon_for_schedule(num_examples: int, batch_size: int, noise_multipliers: 
             return 0.0
         import dp_accounting as dpa
 
-        return _epsilon_of_event(dpa.ComposedDpEvent([dpa.GaussianDpEvent(float(z)) for z in releases]), delta,
-                                 accountant, sampling=sampling)
-    validate(num_examples, batch_size, len(sig), min(sig), delta, sampling=sampling)
+        validate(num_examples, batch_size, 1, None, delta, sampling=sampling, releases=releases)
+        return _epsilon_of_event(dpa.ComposedDpEvent(_release_events(releases)), delta, accountant, sampling=sampling)
+    validate(num_examples, batch_size, len(sig), min(sig), delta, sampling=sampling, releases=releases)
     if min(sig) == 0:
         return math.inf
     return _epsilon_of_event(dp_event(num_examples, batch_size, len(sig), sig, sampling=sampling, releases=releases),
@@ -298,7 +309,7 @@ def calibrate_noise(target_epsilon: float, num_examples: int, batch_size: int, e
     """
     if not target_epsilon > 0:
         raise PrivacyError(f"target_epsilon={target_epsilon}: must be > 0")
-    validate(num_examples, batch_size, epochs, 1.0, delta, sampling=sampling)
+    validate(num_examples, batch_size, epochs, 1.0, delta, sampling=sampling, releases=releases)
     if releases:
         spent = epsilon_for_schedule(num_examples, batch_size, [], delta, sampling, accountant=accountant,
                                      releases=releases)

@@ -137,10 +137,8 @@ def train_dp(
     x_tr, y_tr = examples.x_train, examples.y_train
     n = len(x_tr)
     b = cfg.batch_size
-    validate(n, b, cfg.epochs, dp.noise_multiplier, dp.delta, sampling=dp.sampling, l2_norm_clip=dp.l2_norm_clip)
-    if not all(z > 0 for z in releases):
-        raise PrivacyError(f"releases={list(releases)}: each noise multiplier of a release must be > 0 (a release "
-                           "without noise publishes its statistic exactly)")
+    validate(n, b, cfg.epochs, dp.noise_multiplier, dp.delta, sampling=dp.sampling, l2_norm_clip=dp.l2_norm_clip,
+             releases=releases)
     mb = check_batches(n, b, dp.num_microbatches) if dp.path == "stock" else None
     # microbatches of several examples double the sensitivity: sigma / 2 is what gets accounted
     sens = 1 if mb is None or mb == b else 2
