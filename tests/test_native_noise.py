@@ -3,9 +3,6 @@ and Box-Muller, the generator against Random123's answers and TensorFlow's own P
 streams, and its fallbacks. The kernel is built here when the machine has a C++ compiler; without
 one, the tests of the kernel are skipped (saying so) and the fallback is still tested."""
 
-import os
-import shutil
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -45,10 +42,9 @@ def reference_noise(n, key, stream, scale=1.0):
 
 @pytest.fixture(scope="module")
 def lib():
-    compiler = os.environ.get("CXX") or "g++"
-    if shutil.which(compiler) is None:
-        pytest.skip(f"no C++ compiler {compiler!r} on this machine (apt-get install g++, or set CXX): the kernel "
-                    "cannot be built, and the product falls back to TensorFlow's ops (tested below)")
+    if native_noise.compiler() is None:
+        pytest.skip("no C++ compiler ($CXX, default g++) on this machine (apt-get install g++, or set CXX): the "
+                    "kernel cannot be built, and the product falls back to TensorFlow's ops (tested below)")
     lib = native_noise.library()
     assert lib is not None, native_noise.status()
     return lib
@@ -144,7 +140,7 @@ def test_kernel_builds_from_source_into_the_cache_once(lib, monkeypatch, tmp_pat
     the kernel already loaded from another cache directory, ``library()`` still has the op's wrapper
     (a second ``tf.load_op_library`` of the same op returns a module without it)."""
     assert lib is not None  # loaded from the default cache first
-    compiler = shutil.which(os.environ.get("CXX") or "g++")
+    compiler = native_noise.compiler()
     monkeypatch.setenv("LEPTON_NB_CACHE", str(tmp_path))
     built = native_noise._build(compiler)
     assert built.parent == tmp_path / "ops" and built.stat().st_size > 10_000

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-__all__ = ["gaussian_noise", "library", "status"]
+__all__ = ["compiler", "gaussian_noise", "library", "status"]
 
 SOURCE = Path(__file__).with_name("native_noise.cc")
 _OPTIMIZE = ["-O3", "-march=native"]
@@ -97,6 +97,11 @@ def _load(path: str):
     return _loaded
 
 
+def compiler() -> str | None:
+    """The path of the C++ compiler that builds the library, ``$CXX`` (default ``g++``), or ``None``."""
+    return shutil.which(os.environ.get("CXX") or "g++")
+
+
 @functools.cache
 def library():
     """The loaded op library, or ``None`` when it is turned off or cannot be built (see :func:`status`)."""
@@ -104,14 +109,14 @@ def library():
     if os.environ.get("LEPTON_NB_NATIVE_NOISE", "1") == "0":
         _status = "off (LEPTON_NB_NATIVE_NOISE=0): TensorFlow's ops draw the noise"
         return None
-    compiler = shutil.which(os.environ.get("CXX") or "g++")
-    if compiler is None:
+    cxx = compiler()
+    if cxx is None:
         _status = ("no C++ compiler (set CXX, or on Debian/Ubuntu: apt-get install g++): TensorFlow's ops draw "
                    "the noise, same distribution, slower")
         _log.warning("lepton_nb native noise: %s", _status)
         return None
     try:
-        lib = _load(str(_build(compiler)))
+        lib = _load(str(_build(cxx)))
     except Exception as err:  # a failed build must not stop training: the TensorFlow path is exact too
         _status = f"build or load failed, TensorFlow's ops draw the noise: {err}"
         _log.warning("lepton_nb native noise: %s", _status)
