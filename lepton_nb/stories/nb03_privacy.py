@@ -62,8 +62,8 @@ SECTION = "03_differential_privacy"
 #: multiplier 20 (+0.14, +0.22 on seeds 1-2), and with it learning rates 8, 12 and 24 and 80 epochs
 #: (12 adopted, +0.28, +0.42, +0.18, +0.02 over the former recipe; the others below it on seeds 1-2),
 #: per-coordinate scales std^0.5 and std^1 after the exact centering (below it); GroupNorm epsilon
-#: 1e-4 and 1e-6 (-0.20, +0.12; -0.34, -0.10) and clip 1.0 (-0.20, -0.24), uncentered. Only the chosen recipe was
-#: scored on the test set. Epsilon covers one training run, not this search.
+#: 1e-4 and 1e-6 (-0.20, +0.12; -0.34, -0.10) and clip 1.0 (-0.20, -0.24), uncentered. Only the
+#: chosen recipe was scored on the test set. Epsilon covers one training run, not this search.
 RECIPE_TUNING_CONFIGURATIONS = 57
 #: Read-outs of the same trained runs compared on the validation split after that search: the last
 #: iterate, the weights averaged over the last 5, 10, 20 or 30 epochs, and test-time flip averaging.
@@ -231,12 +231,9 @@ def privacy_utility(model_fn: Callable, data: Dataset, dp: DPSGDConfig, train: T
     """
     from lepton_nb.privacy.train import train_dp
 
-    out = dict(done or {})
-    for eps in epsilons:
-        if eps not in out:
-            out[eps] = train_dp(model_fn, data, replace(dp, noise_multiplier=None, target_epsilon=eps), train,
-                                data_cfg=data_cfg, name=f"dp_eps{eps:g}")
-    return {e: out[e] for e in sorted(out)}
+    return _by_target(epsilons, done, lambda eps: train_dp(
+        model_fn, data, replace(dp, noise_multiplier=None, target_epsilon=eps), train, data_cfg=data_cfg,
+        name=f"dp_eps{eps:g}"))
 
 
 def recipe_curve(features: Dataset, cfg: PrivacyConfig, *, done: dict | None = None) -> dict:
@@ -246,12 +243,18 @@ def recipe_curve(features: Dataset, cfg: PrivacyConfig, *, done: dict | None = N
     from lepton_nb.privacy.scatter import train_scatter_dp
 
     r = cfg.recipe
+    return _by_target(cfg.recipe_epsilons, done, lambda eps: train_scatter_dp(
+        features, replace(r, dp=replace(r.dp, noise_multiplier=None, target_epsilon=eps)), data_cfg=cfg.data,
+        features=features, name=f"dp_scatter_eps{eps:g}"))
+
+
+def _by_target(epsilons: Sequence[float], done: dict | None, train_at: Callable[[float], object]) -> dict:
+    """``{target: train_at(target)}`` for each of ``epsilons``, reusing the results in ``done``, in
+    increasing target order."""
     out = dict(done or {})
-    for eps in cfg.recipe_epsilons:
+    for eps in epsilons:
         if eps not in out:
-            recipe = replace(r, dp=replace(r.dp, noise_multiplier=None, target_epsilon=eps))
-            out[eps] = train_scatter_dp(features, recipe, data_cfg=cfg.data, features=features,
-                                        name=f"dp_scatter_eps{eps:g}")
+            out[eps] = train_at(eps)
     return {e: out[e] for e in sorted(out)}
 
 
